@@ -1,0 +1,3 @@
+"""dwiml: train deep-learning tractography models on diffusion MRI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Hydra config presets of dwiml (also reachable as conf/ at the repository root)."""

@@ -1,0 +1,174 @@
+"""Dataclass schemas of every config group. Each YAML preset names its schema in its
+defaults list, so a misspelled key or a wrong type fails at start-up, naming the key."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from dwiml.errors import DwimlError
+
+
+@dataclass
+class PhantomDatasetConfig:
+    _target_: str = "dwiml.data.builtin.phantom_dataset"
+    cache_dir: str = MISSING
+    nb_subjects: int = 5
+    seed: int = 1234
+    lazy: bool = False
+
+
+@dataclass
+class HDF5DatasetConfig:
+    _target_: str = "dwiml.data.dataset.MultiSubjectDataset"
+    hdf5_path: str = MISSING
+    lazy: bool = False
+
+
+@dataclass
+class SamplerConfig:
+    _target_: str = "dwiml.data.sampler.BatchSampler"
+    batch_size: float = 100
+    unit: str = "nb_streamlines"
+    nb_subjects_per_batch: int = 1
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class LoaderConfig:
+    _target_: str = "dwiml.data.loader.BatchLoader"
+    streamline_group: str = "streamlines"
+    step_size_mm: Optional[float] = 1.0
+    reverse_ratio: float = 0.5
+    split_ratio: float = 0.0
+    min_points_after_split: int = 5
+    noise_gaussian_size_forward: float = 0.0
+    noise_gaussian_size_loss: float = 0.0
+
+
+@dataclass
+class CosineRegressionConfig:
+    _target_: str = "dwiml.models.heads.CosineRegression"
+    _partial_: bool = True
+    hidden_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Learn2TrackConfig:
+    _target_: str = "dwiml.models.learn2track.Learn2Track"
+    rnn_type: str = "lstm"
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    nb_previous_dirs: int = 0
+    dropout: float = 0.0
+    layer_norm: bool = False
+    skip_connections: bool = False
+    head: CosineRegressionConfig = field(default_factory=CosineRegressionConfig)
+
+
+@dataclass
+class OptimConfig:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class OneInputStepConfig:
+    _target_: str = "dwiml.training.steps.OneInputStep"
+    input_group: str = "input"
+    volume_cache_size: int = 4
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "dwiml.training.trainer.Trainer"
+    max_epochs: int = 10
+    max_batches_per_epoch_training: Optional[int] = None
+    max_batches_per_epoch_validation: Optional[int] = None
+    patience: Optional[int] = None
+    patience_delta: float = 1e-6
+    clip_grad_norm: Optional[float] = None
+    progress_bar: bool = True
+
+
+@dataclass
+class NoLoggerConfig:
+    _target_: str = "dwiml.training.loggers.NoLogger"
+
+
+@dataclass
+class CometLoggerConfig:
+    _target_: str = "dwiml.training.loggers.CometLogger"
+    project_name: str = "dwiml"
+    workspace: Optional[str] = None
+    offline: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The root: one entry per config group, plus run-wide settings."""
+
+    dataset: Any = MISSING
+    sampler: SamplerConfig = MISSING
+    loader: LoaderConfig = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    step: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: Any = MISSING
+    seed: int = 1234
+    device: str = "cpu"
+    num_workers: int = 0
+    resume: Optional[str] = None
+
+
+SCHEMAS = {
+    "dataset": {"phantom": PhantomDatasetConfig, "hdf5": HDF5DatasetConfig},
+    "sampler": {"sampler": SamplerConfig},
+    "loader": {"loader": LoaderConfig},
+    "model": {"learn2track": Learn2TrackConfig},
+    "optim": {"optim": OptimConfig, "sgd": SGDConfig},
+    "step": {"one_input": OneInputStepConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig},
+}
+
+
+def run_dir(resume: Optional[str], new_dir: str) -> str:
+    """``hydra.run.dir``: the folder to resume (checked here, before Hydra creates any), or a new one."""
+    if resume is None:
+        return new_dir
+    from dwiml.training.checkpoint import find_checkpoint
+
+    folder = Path(resume).expanduser().absolute()
+    if not folder.is_dir():
+        raise DwimlError(f"resume: run folder {folder} does not exist")
+    if find_checkpoint(folder) is None:
+        raise DwimlError(f"resume: {folder} holds no checkpoint/")
+    return str(folder)
+
+
+def output_subdir(resume: Optional[str], timestamp: str) -> str:
+    """Where Hydra writes the composed config: ``.hydra``, or beside it when resuming."""
+    return ".hydra" if resume is None else f".hydra/resumed-{timestamp}"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=f"{name}_schema", node=node)
+    OmegaConf.register_new_resolver("dwiml_run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("dwiml_output_subdir", output_subdir, replace=True)

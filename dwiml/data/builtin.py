@@ -1,0 +1,48 @@
+"""The built-in default data: the synthetic phantom, generated once into a cache folder.
+
+The phantom is written as ordinary per-subject files (NIfTI, bval/bvec, .trk), then its
+HDF5 is built from them by the same code as real data (:func:`dwiml.data.hdf5.create_hdf5`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from dwiml.data.dataset import MultiSubjectDataset
+from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
+from dwiml.data.phantom import make_phantom
+
+PHANTOM_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) -> Path:
+    """Path of the phantom's HDF5 in ``cache_dir``, generating it the first time."""
+    folder = Path(cache_dir).expanduser() / f"phantom-v{PHANTOM_VERSION}-n{nb_subjects}-s{seed}"
+    hdf5_path = folder / "phantom.hdf5"
+    if hdf5_path.is_file():
+        return hdf5_path
+    log.info("generating the phantom (%d subjects, seed %d) into %s", nb_subjects, seed, folder)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        subjects = tmp / "subjects"
+        make_phantom(subjects, nb_subjects=nb_subjects, seed=seed)
+        create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / "phantom.hdf5",
+                    *(read_subject_list(subjects / f"{s}_subjects.txt") for s in ("training", "validation", "testing")))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not hdf5_path.is_file():  # not another process finishing first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return hdf5_path
+
+
+def phantom_dataset(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234,
+                    lazy: bool = False) -> MultiSubjectDataset:
+    """The phantom as a :class:`MultiSubjectDataset`."""
+    return MultiSubjectDataset(phantom_hdf5(cache_dir, nb_subjects, seed), lazy=lazy)

@@ -1,0 +1,102 @@
+"""Batch loader: reads a batch's streamlines, resamples and augments them on the CPU.
+
+It is a map-style dataset whose keys are the sampler's :class:`BatchSpec`, used as
+``DataLoader(loader, sampler=sampler, batch_size=None)``, so loading runs in DataLoader
+workers. Volumes are not touched here: interpolation happens on the device, in the step.
+All transforms work on the packed points of the whole batch at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dwiml.data import streamlines as sl
+from dwiml.data.dataset import SubjectSet
+from dwiml.data.sampler import BatchSpec
+
+
+@dataclass
+class Batch:
+    """Packed streamlines in dwiml voxel space.
+
+    ``points`` are what the model sees (with forward noise), ``target_points`` what the
+    loss compares with (with loss noise); both have ``lengths`` points per streamline.
+    ``subjects`` gives each streamline's subject index in ``subset``.
+    """
+
+    points: Tensor
+    target_points: Tensor
+    lengths: Tensor
+    subjects: Tensor
+    subset: str
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+                        for k, v in moved.items()})
+
+
+class BatchLoader(torch.utils.data.Dataset):
+    """Turns a :class:`BatchSpec` into a :class:`Batch`."""
+
+    def __init__(self, subset: SubjectSet, streamline_group: str, step_size_mm: float | None = None,
+                 reverse_ratio: float = 0.0, split_ratio: float = 0.0, min_points_after_split: int = 5,
+                 noise_gaussian_size_forward: float = 0.0, noise_gaussian_size_loss: float = 0.0,
+                 augment: bool = True):
+        self.subset, self.streamline_group = subset, streamline_group
+        self.step_size_mm = step_size_mm
+        self.reverse_ratio, self.split_ratio = reverse_ratio, split_ratio
+        self.min_points_after_split = min_points_after_split
+        self.noise_forward, self.noise_loss = noise_gaussian_size_forward, noise_gaussian_size_loss
+        self.augment = augment
+
+    def __getitem__(self, spec: BatchSpec) -> Batch:
+        gen = torch.Generator().manual_seed(spec.seed)
+        points, lengths, subjects = self._read(spec)
+        voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
+        if self.step_size_mm:
+            points, lengths = sl.resample_step(points, lengths, voxel_sizes, self.step_size_mm)
+            voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
+        if self.augment and self.split_ratio > 0:
+            points, lengths, subjects, voxel_sizes = self._split(points, lengths, subjects, voxel_sizes, gen)
+        if self.augment and self.reverse_ratio > 0:
+            points = sl.reverse(points, lengths, torch.rand(len(lengths), generator=gen) < self.reverse_ratio)
+        target_points = points
+        if self.augment and self.noise_forward > 0:
+            points = points + _truncated_noise(points.shape, self.noise_forward, gen) / voxel_sizes
+        if self.augment and self.noise_loss > 0:
+            target_points = target_points + _truncated_noise(points.shape, self.noise_loss, gen) / voxel_sizes
+        return Batch(points.float(), target_points.float(), lengths, subjects, self.subset.name)
+
+    def _read(self, spec: BatchSpec) -> tuple[Tensor, Tensor, Tensor]:
+        parts = [self.subset.streamlines(s, self.streamline_group, np.sort(ids))
+                 for s, ids in zip(spec.subjects, spec.ids)]
+        points = torch.from_numpy(np.concatenate([p for p, _ in parts]))
+        lengths = torch.from_numpy(np.concatenate([l for _, l in parts])).long()
+        subjects = torch.repeat_interleave(torch.tensor(spec.subjects), torch.tensor([len(l) for _, l in parts]))
+        return points, lengths, subjects
+
+    def _voxel_sizes(self, spec: BatchSpec, subjects: Tensor, lengths: Tensor) -> Tensor:
+        """Voxel sizes of each point's subject, ``(N, 3)``."""
+        table = torch.zeros(max(spec.subjects) + 1, 3, dtype=torch.float64)
+        for s in spec.subjects:
+            table[s] = torch.from_numpy(self.subset.voxel_sizes(s, self.streamline_group))
+        return table[torch.repeat_interleave(subjects, lengths)]
+
+    def _split(self, points, lengths, subjects, voxel_sizes, gen):
+        """Cut a ``split_ratio`` share of the streamlines at a random point (both halves long enough)."""
+        m = self.min_points_after_split
+        can = lengths >= 2 * m
+        chosen = can & (torch.rand(len(lengths), generator=gen) < self.split_ratio)
+        span = (lengths - 2 * m + 1).clamp_min(1)
+        cut = torch.where(chosen, m + (torch.rand(len(lengths), generator=gen) * span).long(), 0)
+        new_lengths, source = sl.split(lengths, cut)
+        return points, new_lengths, subjects[source], voxel_sizes
+
+
+def _truncated_noise(shape: torch.Size, sigma_mm: float, gen: torch.Generator) -> Tensor:
+    """Gaussian noise in mm, truncated at two standard deviations."""
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * sigma_mm).clamp(-2 * sigma_mm, 2 * sigma_mm)

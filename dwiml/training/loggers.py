@@ -1,0 +1,69 @@
+"""Experiment loggers beside the local files (metrics.csv and train.log are always written).
+
+A logger has ``start(run_dir, config, key) -> key``, ``log_metrics(metrics, epoch)`` and
+``end()``. The key identifies the remote experiment; the trainer stores it in the
+checkpoint so a resumed run continues the same experiment. API keys are read from the
+environment by comet_ml itself and never written anywhere by dwiml.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dwiml.errors import DwimlError
+
+
+class NoLogger:
+    """Local files only."""
+
+    def start(self, run_dir: Path, config: dict, key: str | None) -> str | None:
+        return key
+
+    def log_metrics(self, metrics: dict, epoch: int) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+class CometLogger(NoLogger):
+    """comet.ml, online (needs ``COMET_API_KEY``) or offline (an archive in the run folder)."""
+
+    def __init__(self, project_name: str = "dwiml", workspace: str | None = None, offline: bool = False):
+        self.project_name, self.workspace, self.offline = project_name, workspace, offline
+        self.experiment = None
+
+    def start(self, run_dir: Path, config: dict, key: str | None) -> str:
+        os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+        import comet_ml
+
+        kwargs = {"project_name": self.project_name, "workspace": self.workspace}
+        if self.offline:
+            directory = str(Path(run_dir) / "comet")
+            self.experiment = (comet_ml.ExistingOfflineExperiment(previous_experiment=key, offline_directory=directory, **kwargs)
+                               if key else comet_ml.OfflineExperiment(offline_directory=directory, **kwargs))
+        else:
+            if not os.environ.get("COMET_API_KEY"):
+                raise DwimlError("logger=comet needs the environment variable COMET_API_KEY "
+                                 "(or use logger=comet_offline)")
+            self.experiment = (comet_ml.ExistingExperiment(previous_experiment=key, **kwargs)
+                               if key else comet_ml.Experiment(**kwargs))
+        self.experiment.log_parameters(_flatten(config))
+        return self.experiment.get_key()
+
+    def log_metrics(self, metrics: dict, epoch: int) -> None:
+        self.experiment.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch=epoch)
+
+    def end(self) -> None:
+        if self.experiment is not None:
+            self.experiment.end()
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

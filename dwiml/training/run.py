@@ -1,0 +1,89 @@
+"""From a composed config to a trained model: build the components, hand them to the trainer.
+
+Data flows one way: config -> dataset, samplers, loaders, model, optimizer, step, logger ->
+trainer -> run folder.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
+from dwiml.errors import DwimlError
+from dwiml.models.io import build_model
+
+# Keys that may change when a run is resumed; everything else is the run's saved config.
+RESUMABLE_OVERRIDES = ("resume", "trainer.max_epochs", "trainer.patience", "trainer.progress_bar",
+                       "dataset.hdf5_path", "dataset.cache_dir", "device", "num_workers", "logger")
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float:
+    """Train as configured in the current Hydra run folder; return the best validation loss."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.resume is not None:
+        cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
+    _seed_everything(cfg.seed)
+    dataset: MultiSubjectDataset = instantiate(cfg.dataset)
+    if len(dataset.training) == 0:
+        raise DwimlError(f"{dataset.hdf5_path}: no training subjects")
+    train_loader = _data_loader(cfg, dataset.training, shuffle=True)
+    valid_loader = _data_loader(cfg, dataset.validation, shuffle=False) if len(dataset.validation) else None
+    step = instantiate(cfg.step, dataset=dataset, device=cfg.device)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    model_config["input_size"] = step.input_size
+    trainer = instantiate(
+        cfg.trainer, model=build_model(model_config), model_config=model_config,
+        optimizer=instantiate(cfg.optim), step=step,
+        train_loader=train_loader, valid_loader=valid_loader, run_dir=run_dir,
+        logger=instantiate(cfg.logger), device=cfg.device, _recursive_=False)
+    if cfg.resume is not None:
+        trainer.resume()
+    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True))
+    log.info("best validation loss %.6g at epoch %d; model in %s", best, trainer.best_epoch, run_dir / "best_model")
+    return best
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's saved config, with this command's overrides of the keys allowed on resume."""
+    refused = [o for o in overrides if _override_key(o) not in RESUMABLE_OVERRIDES]
+    if refused:
+        raise DwimlError(f"resume: cannot override {', '.join(refused)} when resuming "
+                         f"(allowed: {', '.join(RESUMABLE_OVERRIDES[1:])})")
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        raise DwimlError(f"resume: {run_dir} has no saved config {saved_path}")
+    saved = OmegaConf.load(saved_path)
+    for key in {_override_key(o) for o in overrides}:
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    return saved
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
+    group = cfg.loader.streamline_group
+    sampler = instantiate(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle)
+    loader = instantiate(cfg.loader, subset=subset, augment=shuffle)
+    return torch.utils.data.DataLoader(loader, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
+                                       collate_fn=_as_is, persistent_workers=cfg.num_workers > 0)
+
+
+def _as_is(batch):
+    """The loader already returns a whole batch."""
+    return batch
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
