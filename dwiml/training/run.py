@@ -39,11 +39,10 @@ def train(cfg: DictConfig) -> float:
     step = instantiate(cfg.step, dataset=dataset, device=cfg.device)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["input_size"] = step.input_size
-    trainer = instantiate(
-        cfg.trainer, model=build_model(model_config), model_config=model_config,
-        optimizer=instantiate(cfg.optim), step=step,
-        train_loader=train_loader, valid_loader=valid_loader, run_dir=run_dir,
-        logger=instantiate(cfg.logger), device=cfg.device, _recursive_=False)
+    trainer = instantiate(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
+        model=build_model(model_config), model_config=model_config, optimizer=instantiate(cfg.optim),
+        step=step, train_loader=train_loader, valid_loader=valid_loader, run_dir=run_dir,
+        logger=instantiate(cfg.logger), device=cfg.device)
     if cfg.resume is not None:
         trainer.resume()
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True))

@@ -111,7 +111,7 @@ class Trainer:
             max_norm = self.clip_grad_norm if self.clip_grad_norm else math.inf
             norms.append(float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)))
             self.optimizer.step()
-            total, points = total + float(loss) * n, points + n
+            total, points = total + float(loss.detach()) * n, points + n
         if points == 0:
             raise DwimlError("the training set gave no batch: check the training subjects and streamline group")
         return total / points, sum(norms) / len(norms)
@@ -122,7 +122,7 @@ class Trainer:
         total, points = 0.0, 0
         for batch in self._batches(self.valid_loader, "valid", epoch):
             loss, n = self.step(self.model, batch)
-            total, points = total + float(loss) * n, points + n
+            total, points = total + float(loss.detach()) * n, points + n
         return total / points if points else math.nan
 
     def _batches(self, loader: torch.utils.data.DataLoader, phase: str, epoch: int) -> Iterable:
