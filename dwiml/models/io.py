@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from torch import nn
 
 from dwiml.errors import DwimlError
@@ -64,10 +64,10 @@ def _check_targets(config: object) -> None:
         target = config.get("_target_")
         if target is not None:
             try:
-                cls = get_class(target)
+                obj = get_object(target)
             except Exception as e:  # hydra raises a plain ImportError/ValueError mix
                 raise DwimlError(f"model config: cannot import _target_ '{target}' ({e})") from None
-            if not issubclass(cls, nn.Module):
+            if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
                 raise DwimlError(f"model config: _target_ '{target}' is not a torch.nn.Module")
         for value in config.values():
             _check_targets(value)

@@ -1,0 +1,31 @@
+"""``dwiml-create-hdf5``: build a dwiml HDF5 from per-subject volumes and tractograms."""
+from __future__ import annotations
+
+import argparse
+
+from dwiml.cli.common import run_command
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build a dwiml HDF5 file from per-subject NIfTI volumes and "
+                                                 "tractograms (.trk, .tck, .trx), as described by a groups config.")
+    parser.add_argument("subjects_dir", help="folder holding one sub-folder per subject")
+    parser.add_argument("groups_config", help="groups config (YAML or JSON)")
+    parser.add_argument("out", help="HDF5 file to write")
+    for subset in ("training", "validation", "testing"):
+        parser.add_argument(f"--{subset}-subjects", metavar="FILE", help=f"text file: {subset} subjects, one per line")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
+
+        lists = [read_subject_list(f) if f else [] for f in
+                 (args.training_subjects, args.validation_subjects, args.testing_subjects)]
+        out = create_hdf5(args.subjects_dir, load_groups_config(args.groups_config), args.out, *lists)
+        print(f"wrote {out} ({sum(map(len, lists))} subjects)")
+
+    run_command("dwiml-create-hdf5", body)
+
+
+if __name__ == "__main__":
+    main()

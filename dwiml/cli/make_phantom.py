@@ -1,0 +1,30 @@
+"""``dwiml-make-phantom OUT_DIR --subjects N --seed S``: write the synthetic phantom's files."""
+from __future__ import annotations
+
+import argparse
+
+from dwiml.cli.common import run_command
+from dwiml.errors import DwimlError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("out_dir", help="folder to create (must not exist or be empty)")
+    parser.add_argument("--subjects", type=int, default=5, help="number of subjects (>= 3) [%(default)s]")
+    parser.add_argument("--seed", type=int, default=1234, help="random seed [%(default)s]")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from dwiml.data.phantom import make_phantom
+
+        try:
+            names = make_phantom(args.out_dir, nb_subjects=args.subjects, seed=args.seed)
+        except (ValueError, FileExistsError) as e:
+            raise DwimlError(str(e)) from None
+        print(f"wrote {len(names)} subjects to {args.out_dir}")
+
+    run_command("dwiml-make-phantom", body)
+
+
+if __name__ == "__main__":
+    main()
