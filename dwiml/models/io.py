@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from torch import nn
 
@@ -25,7 +26,12 @@ CONFIG = "model_config.json"
 def build_model(config: dict) -> nn.Module:
     """Instantiate a model from its plain-dict config, after checking its targets."""
     _check_targets(config)
-    return instantiate(config, _convert_="all")
+    try:
+        return instantiate(config, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, DwimlError):
+            raise e.__cause__ from None
+        raise
 
 
 def save_model(model: nn.Module, config: dict, folder: str | Path) -> None:
