@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_object
 from torch import nn
 
+from dwiml.config.build import build
 from dwiml.errors import DwimlError
 
 WEIGHTS = "model.pt"
@@ -26,12 +26,7 @@ CONFIG = "model_config.json"
 def build_model(config: dict) -> nn.Module:
     """Instantiate a model from its plain-dict config, after checking its targets."""
     _check_targets(config)
-    try:
-        return instantiate(config, _convert_="all")
-    except InstantiationException as e:
-        if isinstance(e.__cause__, DwimlError):
-            raise e.__cause__ from None
-        raise
+    return build(config, _convert_="all")
 
 
 def save_model(model: nn.Module, config: dict, folder: str | Path) -> None:

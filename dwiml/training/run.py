@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dwiml.config.build import build
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.errors import DwimlError
 from dwiml.models.io import build_model
@@ -31,18 +31,18 @@ def train(cfg: DictConfig) -> float:
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
     _seed_everything(cfg.seed)
-    dataset: MultiSubjectDataset = instantiate(cfg.dataset)
+    dataset: MultiSubjectDataset = build(cfg.dataset)
     if len(dataset.training) == 0:
         raise DwimlError(f"{dataset.hdf5_path}: no training subjects")
     train_loader = _data_loader(cfg, dataset.training, shuffle=True)
     valid_loader = _data_loader(cfg, dataset.validation, shuffle=False) if len(dataset.validation) else None
-    step = instantiate(cfg.step, dataset=dataset, device=cfg.device)
+    step = build(cfg.step, dataset=dataset, device=cfg.device)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["input_size"] = step.input_size
-    trainer = instantiate(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
-        model=build_model(model_config), model_config=model_config, optimizer=instantiate(cfg.optim),
+    trainer = build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
+        model=build_model(model_config), model_config=model_config, optimizer=build(cfg.optim),
         step=step, train_loader=train_loader, valid_loader=valid_loader, run_dir=run_dir,
-        logger=instantiate(cfg.logger), device=cfg.device)
+        logger=build(cfg.logger), device=cfg.device)
     if cfg.resume is not None:
         trainer.resume()
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True))
@@ -51,15 +51,19 @@ def train(cfg: DictConfig) -> float:
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's saved config, with this command's overrides of the keys allowed on resume."""
-    refused = [o for o in overrides if _override_key(o) not in RESUMABLE_OVERRIDES]
-    if refused:
-        raise DwimlError(f"resume: cannot override {', '.join(refused)} when resuming "
-                         f"(allowed: {', '.join(RESUMABLE_OVERRIDES[1:])})")
+    """The run's saved config, with this command's overrides of the keys allowed on resume.
+
+    Overriding another key is refused, unless the override repeats the saved value.
+    """
     saved_path = run_dir / ".hydra" / "config.yaml"
     if not saved_path.is_file():
         raise DwimlError(f"resume: {run_dir} has no saved config {saved_path}")
     saved = OmegaConf.load(saved_path)
+    refused = [o for o in overrides if _override_key(o) not in RESUMABLE_OVERRIDES
+               and OmegaConf.select(cfg, _override_key(o)) != OmegaConf.select(saved, _override_key(o))]
+    if refused:
+        raise DwimlError(f"resume: cannot override {', '.join(refused)} when resuming "
+                         f"(allowed: {', '.join(RESUMABLE_OVERRIDES[1:])})")
     for key in {_override_key(o) for o in overrides}:
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     return saved
@@ -71,8 +75,8 @@ def _override_key(override: str) -> str:
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
     group = cfg.loader.streamline_group
-    sampler = instantiate(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle)
-    loader = instantiate(cfg.loader, subset=subset, augment=shuffle)
+    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle)
+    loader = build(cfg.loader, subset=subset, augment=shuffle)
     return torch.utils.data.DataLoader(loader, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
                                        collate_fn=_as_is, persistent_workers=cfg.num_workers > 0)
 

@@ -1,0 +1,146 @@
+"""Training through the real configs: Hydra's compose API, and the real command line."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
+
+import dwiml.config  # noqa: F401
+from dwiml.data.builtin import phantom_hdf5
+from dwiml.errors import DwimlError
+from dwiml.models.io import load_model
+from dwiml.training.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    phantom_hdf5(cache, nb_subjects=3, seed=1234)
+    return cache
+
+
+def compose_run(cache_dir: Path, run_dir: Path, overrides: list[str]):
+    phantom = [f"dataset.cache_dir={cache_dir}", "dataset.nb_subjects=3"]
+    base = ["trainer.progress_bar=false", *([] if "dataset=hdf5" in overrides else phantom)]
+    with initialize_config_module("dwiml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=base + overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def run_training(cache_dir: Path, run_dir: Path, overrides: list[str]) -> float:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train(compose_run(cache_dir, run_dir, overrides))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
+    run_training(cache_dir, tmp_path, ["trainer.max_epochs=2"])
+    rows = metrics(tmp_path)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds"]
+    assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and {"model", "optimizer", "rng", "sampler"} <= set(state)
+    model = load_model(tmp_path / "best_model")
+    assert model.rnns[0].input_size == 28 + 3  # SH order 6 + one previous direction
+
+
+def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real ``python train.py`` in ``cwd``."""
+    env = {**os.environ, "DWIML_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0"}
+    args = [sys.executable, str(ROOT / "train.py"), *overrides, "dataset.nb_subjects=3", "trainer.progress_bar=false"]
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
+    cli(tmp_path, cache_dir, "trainer.max_epochs=2")
+    (run,) = (tmp_path / "outputs").glob("*/*")
+    assert {".hydra", "train.log", "metrics.csv", "checkpoint", "best_model"} <= {p.name for p in run.iterdir()}
+    assert "epoch 2:" in (run / "train.log").read_text()
+    cli(tmp_path, cache_dir, f"resume={run}", "trainer.max_epochs=3")
+    cli(tmp_path, cache_dir, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'straight'}")
+    resumed, straight = metrics(run), metrics(tmp_path / "straight")
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
+    assert [r["valid_loss"] for r in resumed] == [r["valid_loss"] for r in straight]
+    a = torch.load(run / "checkpoint" / "state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "checkpoint" / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1  # resuming made no new folder
+
+    refused = cli(tmp_path, cache_dir, f"resume={run}", "model.rnn_type=gru", check=False)
+    assert refused.returncode != 0 and "cannot override model.rnn_type=gru" in refused.stderr + refused.stdout
+
+
+def test_cli_multirun_makes_one_folder_per_job(cache_dir, tmp_path):
+    cli(tmp_path, cache_dir, "-m", "optim=adam,radam", "trainer.max_epochs=1")
+    jobs = sorted((tmp_path / "multirun").glob("*/*/*/metrics.csv"))
+    assert len(jobs) == 2 and all(len(metrics(j.parent)) == 1 for j in jobs)
+    assert all((j.parent / "best_model" / "model.pt").is_file() for j in jobs)
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_cli_resume_needs_a_run_folder_with_a_checkpoint(cache_dir, tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    result = cli(tmp_path, cache_dir, f"resume={tmp_path / folder}", check=False)
+    assert result.returncode != 0 and str(tmp_path / folder) in result.stderr
+    assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+@pytest.mark.parametrize("optim", ["adam", "adamw", "radam", "sgd"])
+def test_every_model_and_optimizer_preset_trains(cache_dir, tmp_path, model, optim):
+    run_training(cache_dir, tmp_path, [f"model={model}", f"optim={optim}", "trainer.max_epochs=1",
+                                       "trainer.max_batches_per_epoch_training=2"])
+    assert len(metrics(tmp_path)) == 1
+
+
+def test_bad_keys_and_types_fail_at_composition(cache_dir, tmp_path):
+    with pytest.raises(ConfigCompositionException, match="max_epoch"):
+        compose_run(cache_dir, tmp_path, ["trainer.max_epoch=2"])
+    with pytest.raises(ConfigCompositionException, match="trainer.max_epochs"):
+        compose_run(cache_dir, tmp_path, ["trainer.max_epochs=many"])
+    with pytest.raises(ConfigCompositionException, match="hidden_size"):
+        compose_run(cache_dir, tmp_path, ["model.hidden_size=[3]"])
+
+
+def test_hdf5_dataset_errors_name_the_file(cache_dir, tmp_path):
+    (tmp_path / "not.hdf5").write_text("nope")
+    with pytest.raises(DwimlError, match="not.hdf5"):
+        run_training(cache_dir, tmp_path, ["dataset=hdf5", f"dataset.hdf5_path={tmp_path / 'not.hdf5'}"])
+    with pytest.raises(DwimlError, match="no volume group 'dwi'"):
+        run_training(cache_dir, tmp_path, ["step.input_group=dwi"])
+
+
+def test_comet_logger(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    with pytest.raises(DwimlError, match="COMET_API_KEY"):
+        run_training(cache_dir, tmp_path / "online", ["logger=comet", "trainer.max_epochs=1"])
+    run_training(cache_dir, tmp_path / "offline", ["logger=comet_offline", "trainer.max_epochs=1"])
+    archives = list((tmp_path / "offline" / "comet").glob("*.zip"))
+    assert len(archives) == 1
+    key = torch.load(tmp_path / "offline" / "checkpoint" / "state.pt", weights_only=True)["logger_key"]
+    assert archives[0].stem == key
