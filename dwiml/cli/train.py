@@ -7,14 +7,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import dwiml.config  # noqa: F401  (registers the schemas and resolvers)
+from dwiml.config.schema import register_configs, run_dir
 from dwiml.errors import DwimlError
 
 log = logging.getLogger("dwiml")
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     from dwiml.training.run import train
 
     try:
@@ -22,6 +23,17 @@ def main(cfg: DictConfig) -> float:
     except DwimlError as e:
         log.error("error: %s", e)
         sys.exit(1)
+
+
+def main() -> None:
+    """Check a ``resume=`` folder before Hydra creates anything, then run the app."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("resume=") and arg != "resume=null":
+            try:
+                run_dir(arg.split("=", 1)[1], "")
+            except DwimlError as e:
+                sys.exit(f"dwiml-train: error: {e}")
+    hydra_main()
 
 
 if __name__ == "__main__":
