@@ -7,11 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dwiml.config.schema import register_configs, run_dir
+from dwiml.config.schema import run_dir
 from dwiml.errors import DwimlError
 
 log = logging.getLogger("dwiml")
-register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
