@@ -1,0 +1,1 @@
+"""Evaluation of tractograms against ground truth."""

@@ -1,0 +1,1 @@
+"""Tracking: seeds, stopping rules, the classical dipy baseline."""
