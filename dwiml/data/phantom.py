@@ -53,6 +53,9 @@ ENDPOINT_MM = 4.0  # length of the head / tail regions
 MAX_ROTATION_DEG = 5.0
 MAX_SHIFT = (0.75, 0.75, 0.25)  # voxels
 CONTROL_POINT_JITTER = 0.5  # voxels, in-plane
+# wm_mask reaches one voxel past the bundles, so streamlines tracked to its border end one voxel
+# past the endpoint regions: score tracked tractograms with regions grown by this distance.
+SCORING_TOLERANCE_MM = VOXEL_SIZE_MM
 
 GROUPS_CONFIG = """\
 input:
