@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,7 @@ from dipy.io.streamline import load_tractogram, save_tractogram
 from dwiml.cli.score import main as score_main
 from dwiml.data.phantom import SHAPE as PHANTOM_SHAPE
 from dwiml.data.phantom import make_phantom
-from dwiml.evaluation.scoring import load_ground_truth, load_streamlines, score, score_files
+from dwiml.evaluation.scoring import Packed, load_ground_truth, load_streamlines, score, score_files
 from tests.conftest import AFFINE, SHAPE, random_streamlines
 
 
@@ -94,6 +95,14 @@ def test_endpoint_tolerance_grows_regions(hand_built):
     assert scores["bundles"]["a"]["valid_streamlines"] == 4
 
 
+def test_empty_candidate(hand_built):
+    scores = score(Packed(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)),
+                   load_ground_truth(hand_built["truth"], hand_built["labels"]))
+    assert scores["streamlines"] == 0 and scores["valid_pct"] == 0 and scores["valid_bundles"] == 0
+    assert scores["mean_overlap"] == 0 and scores["connectivity_correlation"] is None
+    assert scores["false_negative_connections"] == 2
+
+
 @pytest.fixture(scope="module")
 def phantom_subject(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "data"
@@ -143,6 +152,11 @@ def test_cli_table_json_and_errors(hand_built, tmp_path, capsys):
     short = save_trk(tmp_path / "short.trk", [straight(1.2, 1.2, x1=8.9)] * 2, hand_built["labels"])
     with pytest.raises(SystemExit, match=r"dwiml-score: error: .*short\.trk: most streamlines"):
         score_main([str(hand_built["candidate"]), "--ground-truth", str(short), "--labels", str(hand_built["labels"])])
+    (tmp_path / "other").mkdir()
+    renamed = shutil.copy(hand_built["truth"][1], tmp_path / "other" / "a.trk")  # bundle b named a
+    with pytest.raises(SystemExit, match=r"dwiml-score: error: ground-truth bundles need distinct file names"):
+        score_main([str(hand_built["candidate"]), "--ground-truth", str(hand_built["truth"][0]), str(renamed),
+                    "--labels", str(hand_built["labels"])])
     with pytest.raises(SystemExit, match=r"dwiml-score: error: two ground-truth bundles connect"):
         score_main([str(hand_built["candidate"]), "--ground-truth", *map(str, hand_built["truth"] * 2),
                     "--labels", str(hand_built["labels"])])

@@ -56,13 +56,14 @@ class Packed:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """Label volume of endpoint regions, and each bundle's name, region pair and voxel map."""
+    """Label volume of endpoint regions, each bundle's name, region pair and voxel map, the connectivity."""
 
     labels: np.ndarray  # (X, Y, Z) int, 0 outside every region
     names: list[str]
     regions: np.ndarray  # (K, 2) sorted label pairs
     maps: np.ndarray  # (K, X, Y, Z) bool
-    streamlines: Packed  # all bundles together
+    region_values: np.ndarray  # (R,) the labels present, sorted
+    connectivity: np.ndarray  # (R, R) streamline counts of all bundles together
 
 
 def load_streamlines(path: str | Path, reference: str | Path) -> Packed:
@@ -163,12 +164,17 @@ def load_ground_truth(bundle_paths: list[str | Path], labels_path: str | Path,
         twice = tuple(regions[first[counts > 1][0]])
         raise DwimlError(f"two ground-truth bundles connect the same regions {twice}: "
                          f"{[str(p) for p, r in zip(bundle_paths, regions) if tuple(r) == twice]}")
+    names = [Path(p).name.split(".")[0] for p in bundle_paths]
+    if len(set(names)) < len(names):
+        raise DwimlError(f"ground-truth bundles need distinct file names: {[str(p) for p in bundle_paths]}")
+    region_values = np.unique(labels[labels > 0])
     return GroundTruth(
         labels=labels,
-        names=[Path(p).name.split(".")[0] for p in bundle_paths],
+        names=names,
         regions=regions,
         maps=np.stack([voxel_map(b, labels.shape) for b in bundles]),
-        streamlines=Packed(np.concatenate([b.points for b in bundles]), np.concatenate([b.lengths for b in bundles])),
+        region_values=region_values,
+        connectivity=sum(connectivity_matrix(endpoint_regions(b, labels), region_values) for b in bundles),
     )
 
 
@@ -194,10 +200,8 @@ def bundle_scores(candidate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def connectivity_scores(pairs: np.ndarray, truth: GroundTruth) -> dict[str, float | int | None]:
     """Compare the candidate's connectivity matrix with the ground truth's."""
-    region_values = np.unique(truth.labels[truth.labels > 0])
-    candidate = connectivity_matrix(pairs, region_values)
-    reference = connectivity_matrix(endpoint_regions(truth.streamlines, truth.labels), region_values)
-    upper = np.triu_indices(len(region_values))
+    candidate, reference = connectivity_matrix(pairs, truth.region_values), truth.connectivity
+    upper = np.triu_indices(len(truth.region_values))
     x, y = candidate[upper], reference[upper]
     correlation = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
     false_positive = (candidate > 0) & (reference == 0)
