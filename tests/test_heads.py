@@ -363,7 +363,8 @@ def test_gradients_are_finite(name):
 @pytest.mark.parametrize("name", HEADS)
 def test_every_head_preset_trains_with_lstm(cache_dir, tmp_path, name):
     run_training(cache_dir, tmp_path, ["model=lstm", f"model/head={name}", "model.hidden_sizes=[16]",
-                                       "trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2"])
+                                       "trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2",
+                                       "trainer.max_batches_per_epoch_validation=2"])
     (row,) = metrics(tmp_path)
     assert math.isfinite(float(row["train_loss"])) and math.isfinite(float(row["valid_loss"]))
     assert type(load_model(tmp_path / "best_model").head) is HEADS[name][0]
