@@ -50,10 +50,62 @@ class LoaderConfig:
 
 
 @dataclass
-class CosineRegressionConfig:
-    _target_: str = "dwiml.models.heads.CosineRegression"
+class HeadConfig:
+    """A direction head, built as a partial: the model gives it its input size."""
+
+    _target_: str = MISSING
     _partial_: bool = True
     hidden_sizes: list[int] = field(default_factory=list)
+    eos_weight: float = 0.0  # > 0 adds an end-of-streamline output, its loss weighted by this
+
+
+@dataclass
+class CosineRegressionConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.CosineRegression"
+
+
+@dataclass
+class L2RegressionConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.L2Regression"
+
+
+@dataclass
+class CosinePlusL2RegressionConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.CosinePlusL2Regression"
+
+
+@dataclass
+class SphereClassificationConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.SphereClassification"
+    sphere: str = "repulsion724"  # a dipy sphere: symmetric362, symmetric724, repulsion100, repulsion724, ...
+
+
+@dataclass
+class SmoothSphereClassificationConfig(SphereClassificationConfig):
+    _target_: str = "dwiml.models.heads.SmoothSphereClassification"
+    smoothing_width_deg: float = 10.0
+
+
+@dataclass
+class GaussianConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.Gaussian"
+
+
+@dataclass
+class GaussianMixtureConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.GaussianMixture"
+    nb_components: int = 3
+
+
+@dataclass
+class FisherVonMisesConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.FisherVonMises"
+
+
+@dataclass
+class FisherVonMisesMixtureConfig(HeadConfig):
+    _target_: str = "dwiml.models.heads.FisherVonMisesMixture"
+    nb_components: int = 3
 
 
 @dataclass
@@ -65,7 +117,7 @@ class Learn2TrackConfig:
     dropout: float = 0.0
     layer_norm: bool = False
     skip_connections: bool = False
-    head: CosineRegressionConfig = field(default_factory=CosineRegressionConfig)
+    head: Any = MISSING  # a head schema, from the model/head config group
 
 
 @dataclass
@@ -138,6 +190,11 @@ SCHEMAS = {
     "sampler": {"sampler": SamplerConfig},
     "loader": {"loader": LoaderConfig},
     "model": {"learn2track": Learn2TrackConfig},
+    "model/head": {"cosine": CosineRegressionConfig, "l2": L2RegressionConfig,
+                   "cosine_l2": CosinePlusL2RegressionConfig, "sphere_classification": SphereClassificationConfig,
+                   "smooth_sphere_classification": SmoothSphereClassificationConfig, "gaussian": GaussianConfig,
+                   "gaussian_mixture": GaussianMixtureConfig, "fisher_von_mises": FisherVonMisesConfig,
+                   "fisher_von_mises_mixture": FisherVonMisesMixtureConfig},
     "optim": {"optim": OptimConfig, "sgd": SGDConfig},
     "step": {"one_input": OneInputStepConfig},
     "trainer": {"trainer": TrainerConfig},
