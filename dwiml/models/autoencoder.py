@@ -43,7 +43,7 @@ class StreamlineAutoencoder(nn.Module):
         """``(B, latent_size)``: the latent vector of each streamline."""
         if bool((lengths != self.nb_points).any()):
             raise DwimlError(f"the streamline autoencoder needs streamlines of model.nb_points={self.nb_points} "
-                             f"points, got lengths {sorted(set(lengths.tolist()))}; set step.nb_points")
+                             f"points, got lengths {sorted(set(lengths.tolist()))}: set loader.nb_points")
         return self.encoder(points.reshape(len(lengths), self.nb_points, 3).transpose(1, 2))
 
     def decode(self, latent: Tensor) -> Tensor:
