@@ -37,6 +37,8 @@ TRACKING_MODELS = {
     "transformer_src": {**TRANSFORMER, "variant": "encoder", "input_embedding": LINEAR},
     "transformer_srctgt": {**TRANSFORMER, "variant": "encoder_with_directions"},
 }
+ONE_SMALL_EPOCH = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2",
+                   "trainer.max_batches_per_epoch_validation=1"]
 AUTOENCODER = {"_target_": "dwiml.models.autoencoder.StreamlineAutoencoder", "input_size": 3, "nb_points": 13,
                "latent_size": 5, "channels": [4, 8, 8]}
 
@@ -87,7 +89,7 @@ def test_streamlines_are_independent_and_the_model_is_causal(name):
 def test_track_step_equals_the_full_forward(name):
     torch.manual_seed(0)
     model = build_model(TRACKING_MODELS[name]).eval()
-    nb, length = 4, 9
+    nb, length = 4, 40
     inputs, dirs = torch.randn(nb, length, 5), torch.randn(nb, length, 3)
     full = model(inputs.flatten(0, 1), torch.full((nb,), length), dirs.flatten(0, 1)).unflatten(0, (nb, length))
     state = model.initial_state(nb, "cpu")
@@ -219,19 +221,18 @@ def test_one_input_step_rows_targets_and_end_of_streamline(hdf5_path, add_eos_ta
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "transformer", "transformer_src", "transformer_srctgt"])
 def test_every_tracking_model_preset_trains(cache_dir, tmp_path, model):
-    run_training(cache_dir, tmp_path, [f"model={model}", "trainer.max_epochs=1",
-                                       "trainer.max_batches_per_epoch_training=2"])
+    run_training(cache_dir, tmp_path, [f"model={model}", *ONE_SMALL_EPOCH])
     assert len(metrics(tmp_path)) == 1
     assert type(load_model(tmp_path / "best_model")).__name__ in ("Learn2Track", "Transformer")
 
 
 def test_input_embedding_group_and_bring_your_own_model(cache_dir, tmp_path):
     run_training(cache_dir, tmp_path / "linear", ["model=gru", "model/input_embedding=linear",
-                                                  "model.input_embedding.out_size=8", "trainer.max_epochs=1",
-                                                  "trainer.max_batches_per_epoch_training=2"])
+                                                  "model.input_embedding.out_size=8", *ONE_SMALL_EPOCH])
     assert load_model(tmp_path / "linear" / "best_model").rnns[0].input_size == 8 + 3
     run_training(cache_dir, tmp_path / "byo", ["model=custom", "model._target_=tests.byo_model.MyModel",
-                                               "+model.hidden_size=16", "trainer.max_epochs=2"])
+                                               "+model.hidden_size=16", "trainer.max_epochs=2",
+                                               "trainer.max_batches_per_epoch_training=3"])
     rows = metrics(tmp_path / "byo")
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     model = load_model(tmp_path / "byo" / "best_model")
@@ -253,7 +254,7 @@ def fixed_length_hdf5(subjects_dir, tmp_path_factory):
 def test_autoencoder_trains_with_the_streamlines_step(cache_dir, fixed_length_hdf5, tmp_path):
     run_training(cache_dir, tmp_path, ["dataset=hdf5", f"dataset.hdf5_path={fixed_length_hdf5}", "step=streamlines",
                                        "model=autoencoder", "model.nb_points=16", "loader.step_size_mm=null",
-                                       "sampler.batch_size=10", "trainer.max_epochs=4", "optim.lr=0.003"])
+                                       "sampler.batch_size=20", "trainer.max_epochs=3", "optim.lr=0.003"])
     losses = [float(r["valid_loss"]) for r in metrics(tmp_path)]
-    assert len(losses) == 4 and losses[-1] < losses[0] and np.isfinite(losses).all()
+    assert len(losses) == 3 and losses[-1] < losses[0] and np.isfinite(losses).all()
     assert load_model(tmp_path / "best_model").encoder[-1].out_features == 32

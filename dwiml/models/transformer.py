@@ -29,6 +29,7 @@ from dwiml.models.embeddings import IdentityEmbedding
 from dwiml.models.interface import State, head_loss
 
 VARIANTS = ("encoder_decoder", "encoder", "encoder_with_directions")
+INITIAL_CAPACITY = 32  # points held by a new key/value cache before it grows
 KV = tuple[Tensor, Tensor]
 
 
@@ -40,10 +41,12 @@ def sinusoidal_positions(positions: Tensor, size: int) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention of ``x`` over ``context`` appended to the cached keys and values.
+    """Multi-head attention of ``x`` over ``context``.
 
-    Without a cache the attention is causal (query ``i`` sees keys ``0..i``); with a cache the
-    new queries come after every cached key, so they see all of them.
+    Without a cache the attention is causal (query ``i`` sees keys ``0..i``). With a cache
+    (keys, values) ``(B, heads, capacity, D / heads)`` holding ``position`` earlier points, the
+    new keys and values are written after them (in place; the capacity doubles when full) and
+    the new queries see all of them.
     """
 
     def __init__(self, d_model: int, nheads: int, dropout: float):
@@ -52,18 +55,34 @@ class Attention(nn.Module):
         self.query, self.key_value, self.out = nn.Linear(d_model, d_model), nn.Linear(d_model, 2 * d_model), \
             nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, context: Tensor, cache: KV | None = None) -> tuple[Tensor, KV]:
+    def forward(self, x: Tensor, context: Tensor, cache: KV | None = None, position: int = 0) -> tuple[Tensor, KV]:
         q = self._heads(self.query(x))
         k, v = (self._heads(t) for t in self.key_value(context).chunk(2, dim=-1))
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        if cache is None:
+            return self._attend(q, k, v, causal=True), (k, v)
+        end = position + k.shape[2]
+        k_cache, v_cache = (_write(buffer, new, position) for buffer, new in zip(cache, (k, v)))
+        return self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], causal=False), (k_cache, v_cache)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=cache is None)
-        return self.out(y.transpose(1, 2).flatten(2)), (k, v)
+                                           is_causal=causal)
+        return self.out(y.transpose(1, 2).flatten(2))
 
     def _heads(self, x: Tensor) -> Tensor:
         """``(B, T, D)`` -> ``(B, heads, T, D / heads)``."""
         return x.unflatten(-1, (self.nheads, -1)).transpose(1, 2)
+
+
+def _write(buffer: Tensor, new: Tensor, position: int) -> Tensor:
+    """``new`` written at ``position`` along dim 2 of ``buffer`` (a larger copy if it is full)."""
+    end = position + new.shape[2]
+    if end > buffer.shape[2]:
+        grown = buffer.new_zeros(*buffer.shape[:2], 2 * end, buffer.shape[3])
+        grown[:, :, :position] = buffer[:, :, :position]
+        buffer = grown
+    buffer[:, :, position:end] = new
+    return buffer
 
 
 class Block(nn.Module):
@@ -78,14 +97,14 @@ class Block(nn.Module):
                                 nn.Linear(ff_size, d_model), nn.Dropout(dropout))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor | None = None,
-                cache: list[KV] | None = None) -> tuple[Tensor, list[KV]]:
+    def forward(self, x: Tensor, memory: Tensor | None = None, cache: list[KV] | None = None,
+                position: int = 0) -> tuple[Tensor, list[KV]]:
         """``cache``: the block's cached (keys, values), self then cross; returns the new ones."""
         h = self.self_norm(x)
-        y, kv = self.self_attention(h, h, cache[0] if cache else None)
+        y, kv = self.self_attention(h, h, cache[0] if cache else None, position)
         x, new_cache = x + self.dropout(y), [kv]
         if self.cross_attention is not None:
-            y, kv = self.cross_attention(self.cross_norm(x), memory, cache[1] if cache else None)
+            y, kv = self.cross_attention(self.cross_norm(x), memory, cache[1] if cache else None, position)
             x, new_cache = x + self.dropout(y), [*new_cache, kv]
         return x + self.ff(x), new_cache
 
@@ -100,18 +119,19 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, nheads, ff_size, dropout, cross) for _ in range(nb_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, memory: Tensor | None = None, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, memory: Tensor | None = None, state: State | None = None,
+                position: int = 0) -> tuple[Tensor, State]:
         new_state: State = {}
         for i, block in enumerate(self.blocks):
             keys = [self._keys(i, j) for j in range(self.nb_attentions)]
             cache = [(state[k], state[v]) for k, v in keys] if state is not None else None
-            x, kvs = block(x, memory, cache)
+            x, kvs = block(x, memory, cache, position)
             new_state.update({name: t for names, kv in zip(keys, kvs) for name, t in zip(names, kv)})
         return self.norm(x), new_state
 
     def empty_state(self, batch_size: int, nheads: int, d_model: int, device: torch.device | str) -> State:
-        empty = torch.zeros(batch_size, nheads, 0, d_model // nheads, device=device)
-        return {name: empty for i in range(len(self.blocks)) for j in range(self.nb_attentions)
+        shape = (batch_size, nheads, INITIAL_CAPACITY, d_model // nheads)
+        return {name: torch.zeros(shape, device=device) for i in range(len(self.blocks)) for j in range(self.nb_attentions)
                 for name in self._keys(i, j)}
 
     def _keys(self, block: int, attention: int) -> tuple[str, str]:
@@ -171,15 +191,9 @@ class Transformer(nn.Module):
         if self.variant != "encoder":
             rows = torch.arange(len(inputs), device=inputs.device)
             tokens = self.tokens(directions[(rows - 1).clamp_min(0)], local == 0)
-        positions = torch.arange(int(lengths.max()), device=inputs.device)
-
-        def padded(x: Tensor) -> Tensor:
-            out = x.new_zeros(len(lengths), len(positions), x.shape[-1])
-            out[streamline, local] = x
-            return out
-
-        x = self._layers(padded(self.input_embedding(inputs)), tokens if tokens is None else padded(tokens),
-                         positions)[0]
+        shape = (len(lengths), int(lengths.max()))
+        src = _padded(self.input_embedding(inputs), streamline, local, shape)
+        x, _ = self._layers(src, None if tokens is None else _padded(tokens, streamline, local, shape), 0)
         return self.head(x[streamline, local])
 
     def compute_loss(self, outputs: Tensor, target_dirs: Tensor,
@@ -188,29 +202,37 @@ class Transformer(nn.Module):
         return head_loss(self.head, outputs, target_dirs, eos_targets)
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
-        """Empty key/value caches, ``(B, heads, 0, d_model / heads)`` each."""
+        """``position`` ``(B,)`` (the number of points seen) and empty key/value caches
+        ``(B, heads, capacity, d_model / heads)``. Tracking steps update the caches in place."""
         stacks = [self.encoder] if self.decoder is None else [self.encoder, self.decoder]
-        return {k: v for s in stacks for k, v in s.empty_state(batch_size, self.nheads, self.d_model, device).items()}
+        caches = {k: v for s in stacks for k, v in s.empty_state(batch_size, self.nheads, self.d_model, device).items()}
+        return {"position": torch.zeros(batch_size, dtype=torch.long, device=device), **caches}
 
     def track_step(self, inputs: Tensor, last_dirs: Tensor, state: State) -> tuple[Tensor, State]:
         """One point per streamline, attending to the cached keys and values of earlier points."""
-        position = state["encoder0.k0"].shape[2]
+        position = int(state["position"][0])
         tokens = None
         if self.variant != "encoder":
             first = torch.full((len(inputs),), position == 0, device=inputs.device)
             tokens = self.tokens(last_dirs, first)[:, None]
-        positions = torch.tensor([position], device=inputs.device)
-        x, new_state = self._layers(self.input_embedding(inputs)[:, None], tokens, positions, state)
-        return self.head(x[:, 0]), new_state
+        x, new_state = self._layers(self.input_embedding(inputs)[:, None], tokens, position, state)
+        return self.head(x[:, 0]), {**new_state, "position": state["position"] + 1}
 
-    def _layers(self, src: Tensor, tokens: Tensor | None, positions: Tensor,
+    def _layers(self, src: Tensor, tokens: Tensor | None, start: int,
                 state: State | None = None) -> tuple[Tensor, State]:
-        """Both stacks on ``(B, T, .)`` sequences at ``positions``, after the cached ones if any."""
+        """Both stacks on ``(B, T, .)`` sequences from position ``start`` (after the cached points)."""
         if self.variant == "encoder_with_directions":
             src = torch.cat([src, tokens], dim=-1)
-        encoding = sinusoidal_positions(positions, self.d_model)
-        memory, new_state = self.encoder(self.dropout(self.src_projection(src) + encoding), state=state)
+        encoding = sinusoidal_positions(torch.arange(start, start + src.shape[1], device=src.device), self.d_model)
+        memory, new_state = self.encoder(self.dropout(self.src_projection(src) + encoding), None, state, start)
         if self.decoder is None:
             return memory, new_state
-        x, decoder_state = self.decoder(self.dropout(tokens + encoding), memory, state)
+        x, decoder_state = self.decoder(self.dropout(tokens + encoding), memory, state, start)
         return x, {**new_state, **decoder_state}
+
+
+def _padded(x: Tensor, streamline: Tensor, local: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Packed rows ``(N, F)`` -> ``(B, T, F)``, zeros after each streamline's end."""
+    out = x.new_zeros(*shape, x.shape[-1])
+    out[streamline, local] = x
+    return out
