@@ -17,14 +17,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
-from dipy.tracking.streamline import length
-from dipy.tracking.streamlinespeed import compress_streamlines, set_number_of_points
+from dipy.tracking.streamlinespeed import compress_streamlines, length, set_number_of_points
 from nibabel.streamlines import ArraySequence
 
-from dwiml.data import coords, streamlines
+from dwiml.data import coords
 from dwiml.errors import DwimlError
 
 log = logging.getLogger(__name__)
@@ -239,13 +237,22 @@ def _resample(sft: StatefulTractogram, group: dict) -> StatefulTractogram:
     elif group.get("compress_mm"):
         lines = compress_streamlines(lines, tol_error=float(group["compress_mm"]))
     elif group.get("step_size_mm"):
-        points, lengths = streamlines.resample_step(torch.from_numpy(lines.get_data()),
-                                                    torch.from_numpy(np.asarray(lines._lengths)),
-                                                    torch.ones(3), float(group["step_size_mm"]))
-        lines = _array_sequence(points.numpy(), lengths.numpy())
+        lines = _resample_step(lines, float(group["step_size_mm"]))
     else:
         return sft
     return StatefulTractogram.from_sft(lines, sft, data_per_streamline=sft.data_per_streamline)
+
+
+def _resample_step(lines: ArraySequence, step_size_mm: float) -> ArraySequence:
+    """Each streamline to ``max(2, round(length / step) + 1)`` equally spaced points (one dipy call per count)."""
+    counts = np.maximum(2, np.round(length(lines) / step_size_mm).astype(np.int64) + 1)
+    starts = np.cumsum(counts) - counts
+    packed = np.empty((int(counts.sum()), 3), dtype=np.float32)
+    for n in np.unique(counts):
+        ids = np.flatnonzero(counts == n)
+        resampled = set_number_of_points(lines[ids], int(n)).get_data().reshape(len(ids), n, 3)
+        packed[(starts[ids, None] + np.arange(n)).ravel()] = resampled.reshape(-1, 3)
+    return _array_sequence(packed, counts)
 
 
 def _add_connectivity(subject_dir: Path, group: dict, reference: _Reference, where: str,
