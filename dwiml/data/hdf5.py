@@ -97,8 +97,8 @@ def check_groups_config(config: dict, where: str = "groups config") -> None:
 def _check_connectivity(group: dict, where: str) -> None:
     given = [k for k in ("connectivity_labels", "connectivity_nb_blocs") if group.get(k) is not None]
     if bool(group.get("connectivity_matrix")) != (len(given) == 1):
-        raise DwimlError(f"{where}: connectivity_matrix needs exactly one of connectivity_labels or "
-                         f"connectivity_nb_blocs (got {given or 'none'})")
+        raise DwimlError(f"{where}: connectivity_matrix goes with exactly one of connectivity_labels or "
+                         f"connectivity_nb_blocs (got matrix: {bool(group.get('connectivity_matrix'))}, {given})")
     blocs = group.get("connectivity_nb_blocs")
     if blocs is not None and not (np.size(blocs) in (1, 3) and np.all(np.asarray(blocs) > 0)):
         raise DwimlError(f"{where}: connectivity_nb_blocs must be a positive int or 3 positive ints")
