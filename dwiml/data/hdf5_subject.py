@@ -61,19 +61,25 @@ def read_subject(subject_dir: Path, groups_config: dict) -> dict[str, GroupArray
         subject_dir, name, group, reference) for name, group in groups_config.items()}
 
 
-def save_group(group: GroupArrays, path: Path) -> None:
-    """Write a volume group to NIfTI, or a streamline group to .trk/.tck/.trx (dps/dpp included)."""
-    kind, name = group.attrs["type"], path.name
+def check_output_path(group: GroupArrays, path: Path) -> None:
+    """An error when ``path``'s extension cannot hold ``group``; a warning when .tck drops dps/dpp."""
+    kind = group.attrs["type"]
     extensions = VOLUME_EXTENSIONS if kind == "volume" else TRACTOGRAM_EXTENSIONS
-    if not name.endswith(extensions):
+    if not path.name.endswith(extensions):
         raise DwimlError(f"{path}: a {kind} group is written to {' or '.join(extensions)}")
-    if kind == "volume":
-        nib.save(nib.Nifti1Image(group.datasets["data"], np.asarray(group.attrs["affine"])), path)
-        return
-    sft = streamlines_to_sft(group)
-    if name.endswith(".tck") and (sft.data_per_streamline or sft.data_per_point):
+    if path.name.endswith(".tck") and any(k.startswith("data_per_") for k in group.datasets):
         log.warning("%s: .tck files hold no data_per_streamline/data_per_point; they are not written", path)
-    save_tractogram(sft, str(path), bbox_valid_check=False)
+
+
+def save_group(group: GroupArrays, path: Path) -> None:
+    """Write a volume group to NIfTI, or a streamline group to .trk/.tck/.trx (dps/dpp included).
+
+    The extension of ``path`` chooses the format (see :func:`check_output_path`).
+    """
+    if group.attrs["type"] == "volume":
+        nib.save(nib.Nifti1Image(group.datasets["data"], np.asarray(group.attrs["affine"])), path)
+    else:
+        save_tractogram(streamlines_to_sft(group), str(path), bbox_valid_check=False)
 
 
 def streamlines_to_sft(group: GroupArrays) -> StatefulTractogram:

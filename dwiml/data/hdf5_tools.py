@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from dwiml.data.hdf5 import SUBSETS, open_hdf5, subject_lists
-from dwiml.data.hdf5_subject import GroupArrays, save_group
+from dwiml.data.hdf5_subject import GroupArrays, check_output_path, save_group
 from dwiml.errors import DwimlError
 
 
@@ -49,6 +49,7 @@ def extract(path: str | Path, subject: str, group: str, out: str | Path) -> Path
     out = Path(out)
     with open_hdf5(path) as h5:
         arrays = read_group(h5, subject, group)
+    check_output_path(arrays, out)
     tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
