@@ -420,5 +420,3 @@ def test_cli_create_with_processes_then_info_and_extract(dwi_subjects, dwi_hdf5,
 
     bad = run_cli("create_hdf5", dwi_subjects, tmp_path / "nope.yaml", tmp_path / "z.hdf5", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("dwiml-create-hdf5: error: ")
-    missing = run_cli("hdf5_extract", out, "sub-09", "bundles", tmp_path / "c.trk", check=False)
-    assert missing.returncode == 1 and "no subject 'sub-09'" in missing.stderr

@@ -27,7 +27,8 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -174,13 +175,25 @@ def _read_or_skip(subject_dir: Path, groups_config: dict, enforce_files_presence
 
 
 @contextmanager
-def _mapped(function, items: list, processes: int) -> Iterator:
+def _mapped(function: Callable, items: list, processes: int) -> Iterator[Iterator]:
     """``function`` over ``items`` in order, in ``processes`` worker processes (in this one if 1)."""
     if processes <= 1 or len(items) <= 1:
         yield map(function, items)
         return
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(items))) as pool:
-        yield pool.imap(function, items)
+    processes = min(processes, len(items))
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        yield _in_order(pool, function, items, window=processes + 1)
+
+
+def _in_order(pool, function: Callable, items: list, window: int) -> Iterator:
+    """Results in order, with at most ``window`` subjects in flight (bounded memory, unlike ``imap``)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(function, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _write_group(parent: h5py.Group, name: str, group: GroupArrays, compression: str | None) -> None:
