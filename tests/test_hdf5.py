@@ -154,7 +154,8 @@ def test_dps_dpp_connectivity_and_sorted_globs(dwi_subjects, dwi_hdf5):
                                           np.concatenate([sft.data_per_streamline[key] for sft in sfts]))
         np.testing.assert_array_equal(group["data_per_point/fa"][:],
                                       np.concatenate([sft.data_per_point["fa"].get_data() for sft in sfts]))
-        np.testing.assert_array_equal(group["connectivity_matrix"][:], np.load(dwi_subjects / "sub-02" / "connectivity.npy"))
+        np.testing.assert_array_equal(group["connectivity_matrix"][:],
+                                      np.load(dwi_subjects / "sub-02" / "connectivity.npy"))
         np.testing.assert_array_equal(group["connectivity_labels"][:],
                                       nib.load(dwi_subjects / "sub-02" / "labels.nii.gz").get_fdata())
         assert group.attrs["connectivity_type"] == "labels" and json.loads(group.attrs["resampling"]) == {}
@@ -273,7 +274,8 @@ def test_save_intermediate(dwi_subjects, dwi_hdf5, tmp_path):
         np.testing.assert_allclose(volume.affine, AFFINE)
         sft = coords.to_dwiml_space(load_tractogram(str(folder / "bundles.trk"), "same"))
         assert_same_streamlines(sft.streamlines, stored_streamlines(h5["sub-01"]["bundles"]))
-        np.testing.assert_array_equal(sft.data_per_streamline["color"], h5["sub-01"]["bundles/data_per_streamline/color"])
+        np.testing.assert_array_equal(sft.data_per_streamline["color"],
+                                      h5["sub-01"]["bundles/data_per_streamline/color"])
 
 
 # ---- bad input: one clear error naming the thing, nothing written ---------------------------------
@@ -416,7 +418,8 @@ def test_cli_create_with_processes_then_info_and_extract(dwi_subjects, dwi_hdf5,
     sft = coords.to_dwiml_space(load_tractogram(str(tmp_path / "b.trk"), "same"))
     with h5py.File(out) as h5:
         assert_same_streamlines(sft.streamlines, stored_streamlines(h5["sub-02"]["bundles"]), atol=1e-5)
-        np.testing.assert_array_equal(sft.data_per_streamline["weight"], h5["sub-02/bundles/data_per_streamline/weight"])
+        np.testing.assert_array_equal(sft.data_per_streamline["weight"],
+                                      h5["sub-02/bundles/data_per_streamline/weight"])
 
     bad = run_cli("create_hdf5", dwi_subjects, tmp_path / "nope.yaml", tmp_path / "z.hdf5", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("dwiml-create-hdf5: error: ")

@@ -122,7 +122,8 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
 
     Subjects are read by ``processes`` worker processes (spawned: a calling script needs the
     ``if __name__ == "__main__"`` guard) and written by this one, as h5py writes from one process.
-    The file is written under a temporary name and renamed only when complete. With ``enforce_files_presence=False``, a subject missing a file of a group is skipped with a
+    The file is written under a temporary name and renamed only when complete.
+    With ``enforce_files_presence=False``, a subject missing a file of a group is skipped with a
     warning and left out of its subject list (listed in the ``creation`` attribute). Compression:
     ``"gzip"``, ``"lzf"`` or None. ``save_intermediate``: a folder receiving each subject's groups
     as ``<subject>/<group>.nii.gz`` / ``.trk``.

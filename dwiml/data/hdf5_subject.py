@@ -17,7 +17,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+from dipy.io.stateful_tractogram import StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
 from dipy.tracking.streamlinespeed import compress_streamlines, length, set_number_of_points
 from nibabel.streamlines import ArraySequence
