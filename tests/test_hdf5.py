@@ -21,7 +21,7 @@ from dwiml.data import coords
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, open_hdf5
 from dwiml.data.hdf5_tools import describe, extract
 from dwiml.errors import DwimlError
-from tests.conftest import AFFINE, GROUPS, SHAPE, SUBJECTS, random_streamlines, write_subject
+from tests.conftest import AFFINE, GROUPS, SHAPE, SUBJECTS, random_streamlines
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ("CST_R", "AF_L", "CC")  # written in this order; stored in sorted order
@@ -301,13 +301,17 @@ def test_grid_mismatches_are_named(dwi_subjects, tmp_path):
     _fails(tmp_path / "in", across, r"group 't1' vs group 'input': .*thin.nii.gz has voxel sizes", out)
 
 
-def test_tractogram_not_matching_reference(subjects_dir, tmp_path):
+@pytest.mark.parametrize("suffix", [".trk", ".trx"])
+def test_tractogram_not_matching_reference(subjects_dir, tmp_path, suffix):
     other = tmp_path / "subjects"
     shutil.copytree(subjects_dir / "s1", other / "s1")
-    write_subject(tmp_path / "shifted", np.random.default_rng(5), affine=AFFINE + np.diag([0, 0, 0.5, 0]))
-    shutil.copy(tmp_path / "shifted" / "bundles" / "a.trk", other / "s1" / "bundles" / "a.trk")
-    with pytest.raises(DwimlError, match="a.trk"):
-        create_hdf5(other, GROUPS, tmp_path / "out.hdf5", ["s1"], [], [])
+    shifted = AFFINE + np.diag([0, 0, 0.5, 0])
+    ref = nib.Nifti1Image(np.zeros(SHAPE, np.float32), shifted)
+    sft = StatefulTractogram(random_streamlines(np.random.default_rng(5), 3), ref, Space.VOX, origin=Origin.NIFTI)
+    save_tractogram(sft, str(other / "s1" / "bundles" / f"a{suffix}"))
+    groups = {**GROUPS, "streamlines": {"type": "streamlines", "files": [f"bundles/a{suffix}"]}}
+    with pytest.raises(DwimlError, match=f"subject 's1', group 'streamlines': the header of .*a{suffix} does not"):
+        create_hdf5(other, groups, tmp_path / "out.hdf5", ["s1"], [], [])
     assert not (tmp_path / "out.hdf5").exists()
 
 

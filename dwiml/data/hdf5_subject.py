@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 from dipy.io.stateful_tractogram import StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
+from dipy.io.utils import is_header_compatible
 from dipy.tracking.streamlinespeed import compress_streamlines, length, set_number_of_points
 from nibabel.streamlines import ArraySequence
 
@@ -221,7 +222,7 @@ def _load_tractogram(path: Path, reference: _Reference, group: dict, where: str)
         sft = load_tractogram(str(path), reference.image, bbox_valid_check=True)
     except ValueError as e:
         raise DwimlError(f"{where}: {path}: {e}") from None
-    if sft is False:
+    if sft is False or not is_header_compatible(sft, reference.image):  # .trx/.tck carry their own header
         raise DwimlError(f"{where}: the header of {path} does not match {reference.path}")
     kept = []
     for kind, data in (("dps", sft.data_per_streamline), ("dpp", sft.data_per_point)):
