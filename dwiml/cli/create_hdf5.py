@@ -14,6 +14,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="HDF5 file to write")
     for subset in ("training", "validation", "testing"):
         parser.add_argument(f"--{subset}-subjects", metavar="FILE", help=f"text file: {subset} subjects, one per line")
+    parser.add_argument("--no-enforce-files-presence", dest="enforce_files_presence", action="store_false",
+                        help="skip (with a warning) a subject missing a file, instead of stopping")
+    parser.add_argument("--compression", choices=("gzip", "lzf", "none"), default="none",
+                        help="dataset compression [%(default)s]")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes reading subjects [%(default)s]")
+    parser.add_argument("--save-intermediate", metavar="DIR",
+                        help="also write each subject's groups to DIR/<subject>/<group>.nii.gz or .trk")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -21,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
 
         lists = [read_subject_list(f) if f else [] for f in
                  (args.training_subjects, args.validation_subjects, args.testing_subjects)]
-        out = create_hdf5(args.subjects_dir, load_groups_config(args.groups_config), args.out, *lists)
-        print(f"wrote {out} ({sum(map(len, lists))} subjects)")
+        out = create_hdf5(args.subjects_dir, load_groups_config(args.groups_config), args.out, *lists,
+                          enforce_files_presence=args.enforce_files_presence, processes=args.processes,
+                          compression=None if args.compression == "none" else args.compression,
+                          save_intermediate=args.save_intermediate)
+        print(f"wrote {out} ({sum(map(len, lists))} subjects listed)")
 
     run_command("dwiml-create-hdf5", body)
 

@@ -1,40 +1,59 @@
-"""Build a dwiml HDF5 file from per-subject NIfTI volumes and tractograms, and open one.
+"""The dwiml HDF5 format: build one from per-subject NIfTI volumes and tractograms, and open one.
 
 Layout::
 
     /                     attrs: format="dwiml", format_version, training_subjects,
                                  validation_subjects, testing_subjects (JSON lists),
-                                 groups_config (JSON), space="vox", origin="nifti"
-    /<subject>/<volume group>       attrs: type="volume", affine, voxel_sizes, files
-        data        (X, Y, Z, F) float32
+                                 groups_config (JSON), space="vox", origin="nifti",
+                                 creation (JSON: compression, enforce_files_presence, skipped_subjects)
+    /<subject>/<volume group>       attrs: type="volume", affine, voxel_sizes, nb_features,
+                                           standardization, files
+        data        (X, Y, Z, F) float32, chunked in blocks of 16^3 voxels x F channels
     /<subject>/<streamline group>   attrs: type="streamlines", affine, dimensions, voxel_sizes,
-                                           voxel_order, files
+                                           voxel_order, files, resampling (JSON, e.g. {"step_size_mm": 1.0})
         points      (N, 3) float32, dwiml voxel space (see dwiml.data.coords)
         offsets     (B,) int64, lengths (B,) int64, lengths_mm (B,) float32
+        data_per_streamline/<key>   (B, ...)   kept dps_keys
+        data_per_point/<key>        (N, ...)   kept dpp_keys, packed like points
+        connectivity_matrix         (M, M)     optional, with attr connectivity_type="labels" and
+        connectivity_labels         (X, Y, Z) int32, or connectivity_type="blocs" and attr
+                                               connectivity_nb_blocs (3 ints, M = their product)
+
+Per-subject reading lives in :mod:`dwiml.data.hdf5_subject`; inspection in :mod:`dwiml.data.hdf5_tools`.
 """
 from __future__ import annotations
 
-import glob
 import json
+import logging
+import multiprocessing
 import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
-import torch
 import yaml
-from dipy.io.streamline import load_tractogram
 from tqdm import tqdm
 
-from dwiml.data import coords, streamlines
+from dwiml.data.hdf5_subject import RESAMPLING_KEYS, GroupArrays, MissingFileError, read_subject, save_group
 from dwiml.errors import DwimlError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "dwiml"
 FORMAT_VERSION = 1
 SUBSETS = ("training", "validation", "testing")
 STANDARDIZATIONS = ("none", "all", "independent", "per_file")
-TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx")
+COMPRESSIONS = ("gzip", "lzf")
+CHUNK_VOXELS = 16
+GROUP_KEYS = {
+    "volume": {"type", "files", "standardization", "std_mask"},
+    "streamlines": {"type", "files", "dps_keys", "dpp_keys", *RESAMPLING_KEYS,
+                    "connectivity_matrix", "connectivity_labels", "connectivity_nb_blocs"},
+}
 
 
 def load_groups_config(path: str | Path) -> dict:
@@ -44,23 +63,46 @@ def load_groups_config(path: str | Path) -> dict:
         raise DwimlError(f"groups config {path} does not exist")
     with open(path) as f:
         config = json.load(f) if path.suffix == ".json" else yaml.safe_load(f)
-    if not isinstance(config, dict) or not config:
-        raise DwimlError(f"groups config {path}: expected a mapping of group names to groups")
-    for name, group in config.items():
-        where = f"groups config {path}, group '{name}'"
-        if not isinstance(group, dict) or group.get("type") not in ("volume", "streamlines"):
-            raise DwimlError(f"{where}: 'type' must be 'volume' or 'streamlines'")
-        if not group.get("files") or not isinstance(group["files"], list):
-            raise DwimlError(f"{where}: 'files' must be a non-empty list")
-        allowed = {"type", "files"} | ({"standardization", "std_mask"} if group["type"] == "volume" else set())
-        unknown = set(group) - allowed
-        if unknown:
-            raise DwimlError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-        if group.get("standardization", "none") not in STANDARDIZATIONS:
-            raise DwimlError(f"{where}: standardization must be one of {STANDARDIZATIONS}")
-    if not any(g["type"] == "volume" for g in config.values()):
-        raise DwimlError(f"groups config {path}: needs at least one volume group (the reference space)")
+    check_groups_config(config, f"groups config {path}")
     return config
+
+
+def check_groups_config(config: dict, where: str = "groups config") -> None:
+    """Check group types, keys and values; the error names the group and the key."""
+    if not isinstance(config, dict) or not config:
+        raise DwimlError(f"{where}: expected a mapping of group names to groups")
+    for name, group in config.items():
+        here = f"{where}, group '{name}'"
+        if not isinstance(group, dict) or group.get("type") not in GROUP_KEYS:
+            raise DwimlError(f"{here}: 'type' must be 'volume' or 'streamlines'")
+        if not group.get("files") or not isinstance(group["files"], list):
+            raise DwimlError(f"{here}: 'files' must be a non-empty list")
+        unknown = set(group) - GROUP_KEYS[group["type"]]
+        if unknown:
+            raise DwimlError(f"{here}: unknown key(s) {sorted(unknown)}; allowed: {sorted(GROUP_KEYS[group['type']])}")
+        if group.get("standardization", "none") not in STANDARDIZATIONS:
+            raise DwimlError(f"{here}: standardization must be one of {STANDARDIZATIONS}")
+        resampling = [k for k in RESAMPLING_KEYS if group.get(k) is not None]
+        if len(resampling) > 1:
+            raise DwimlError(f"{here}: give at most one of {resampling}")
+        if resampling and not (isinstance(group[resampling[0]], (int, float)) and group[resampling[0]] > 0):
+            raise DwimlError(f"{here}: {resampling[0]} must be a positive number")
+        if resampling and group.get("dpp_keys"):
+            raise DwimlError(f"{here}: dpp_keys cannot be kept when resampling ({resampling[0]})")
+        if group["type"] == "streamlines":
+            _check_connectivity(group, here)
+    if not any(g["type"] == "volume" for g in config.values()):
+        raise DwimlError(f"{where}: needs at least one volume group (the reference space)")
+
+
+def _check_connectivity(group: dict, where: str) -> None:
+    given = [k for k in ("connectivity_labels", "connectivity_nb_blocs") if group.get(k) is not None]
+    if bool(group.get("connectivity_matrix")) != (len(given) == 1):
+        raise DwimlError(f"{where}: connectivity_matrix goes with exactly one of connectivity_labels or "
+                         f"connectivity_nb_blocs (got matrix: {bool(group.get('connectivity_matrix'))}, {given})")
+    blocs = group.get("connectivity_nb_blocs")
+    if blocs is not None and not (np.size(blocs) in (1, 3) and np.all(np.asarray(blocs) > 0)):
+        raise DwimlError(f"{where}: connectivity_nb_blocs must be a positive int or 3 positive ints")
 
 
 def read_subject_list(path: str | Path) -> list[str]:
@@ -73,29 +115,101 @@ def read_subject_list(path: str | Path) -> list[str]:
 
 
 def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | Path,
-                training: list[str], validation: list[str], testing: list[str]) -> Path:
-    """Write the HDF5 under a temporary name, then rename it to ``out_path`` when complete."""
+                training: list[str], validation: list[str], testing: list[str], *,
+                enforce_files_presence: bool = True, compression: str | None = None, processes: int = 1,
+                save_intermediate: str | Path | None = None) -> Path:
+    """Build a dwiml HDF5 (layout in the module docstring); return its path.
+
+    Subjects are read by ``processes`` worker processes (spawned: a calling script needs the
+    ``if __name__ == "__main__"`` guard) and written by this one, as h5py writes from one process.
+    The file is written under a temporary name and renamed only when complete.
+    With ``enforce_files_presence=False``, a subject missing a file of a group is skipped with a
+    warning and left out of its subject list (listed in the ``creation`` attribute). Compression:
+    ``"gzip"``, ``"lzf"`` or None. ``save_intermediate``: a folder receiving each subject's groups
+    as ``<subject>/<group>.nii.gz`` / ``.trk``.
+    """
+    check_groups_config(groups_config)
+    if compression not in (*COMPRESSIONS, None):
+        raise DwimlError(f"compression must be one of {COMPRESSIONS} or none, got '{compression}'")
     subjects_dir, out_path = Path(subjects_dir), Path(out_path)
     subsets = dict(zip(SUBSETS, (training, validation, testing)))
     _check_subjects(subjects_dir, subsets)
+    names = [name for subset in subsets.values() for name in subset]
+    read = partial(_read_or_skip, groups_config=groups_config, enforce_files_presence=enforce_files_presence)
     tmp_path = out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    skipped: dict[str, str] = {}
     try:
-        with h5py.File(tmp_path, "w") as h5:
-            h5.attrs["format"] = FORMAT
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["space"] = "vox"
-            h5.attrs["origin"] = "nifti"
-            h5.attrs["groups_config"] = json.dumps(groups_config)
-            for subset, names in subsets.items():
-                h5.attrs[f"{subset}_subjects"] = json.dumps(list(names))
-            all_subjects = [s for names in subsets.values() for s in names]
-            for subject in tqdm(all_subjects, desc="subjects", disable=None):
-                _write_subject(h5.create_group(subject), subjects_dir / subject, groups_config)
+        with _mapped(read, [subjects_dir / n for n in names], processes) as results, \
+                h5py.File(tmp_path, "w") as h5:
+            for name, result in zip(names, tqdm(results, total=len(names), desc="subjects", disable=None)):
+                if isinstance(result, str):
+                    log.warning("skipping subject '%s': %s", name, result)
+                    skipped[name] = result
+                    continue
+                for group_name, group in result.items():
+                    _write_group(h5.require_group(name), group_name, group, compression)
+                    if save_intermediate is not None:
+                        _save_intermediate(Path(save_intermediate) / name, group_name, group)
+            if len(skipped) == len(names):
+                raise DwimlError(f"every subject was skipped for missing files: {skipped}")
+            h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, space="vox", origin="nifti",
+                            groups_config=json.dumps(groups_config),
+                            creation=json.dumps({"compression": compression, "skipped_subjects": skipped,
+                                                 "enforce_files_presence": enforce_files_presence}))
+            for subset, subjects in subsets.items():
+                h5.attrs[f"{subset}_subjects"] = json.dumps([s for s in subjects if s not in skipped])
         os.replace(tmp_path, out_path)
     finally:
         tmp_path.unlink(missing_ok=True)
     return out_path
+
+
+def _read_or_skip(subject_dir: Path, groups_config: dict, enforce_files_presence: bool) -> dict | str:
+    """A subject's groups, or the reason it is skipped (a missing file, when presence is not enforced)."""
+    try:
+        return read_subject(subject_dir, groups_config)
+    except MissingFileError as e:
+        if enforce_files_presence:
+            raise
+        return str(e)
+
+
+@contextmanager
+def _mapped(function: Callable, items: list, processes: int) -> Iterator[Iterator]:
+    """``function`` over ``items`` in order, in ``processes`` worker processes (in this one if 1)."""
+    if processes <= 1 or len(items) <= 1:
+        yield map(function, items)
+        return
+    processes = min(processes, len(items))
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        yield _in_order(pool, function, items, window=processes + 1)
+
+
+def _in_order(pool, function: Callable, items: list, window: int) -> Iterator:
+    """Results in order, with at most ``window`` subjects in flight (bounded memory, unlike ``imap``)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(function, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _write_group(parent: h5py.Group, name: str, group: GroupArrays, compression: str | None) -> None:
+    out = parent.create_group(name)
+    out.attrs.update(group.attrs)
+    for key, array in group.datasets.items():
+        chunks = None
+        if key == "data":  # a volume: blocks suited to reading the bounding box of a batch's points
+            chunks = (*(min(CHUNK_VOXELS, n) for n in array.shape[:3]), array.shape[3])
+        out.create_dataset(key, data=array, chunks=chunks, compression=compression if array.size else None)
+
+
+def _save_intermediate(folder: Path, name: str, group: GroupArrays) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_group(group, folder / f"{name}{'.nii.gz' if group.attrs['type'] == 'volume' else '.trk'}")
 
 
 def open_hdf5(path: str | Path) -> h5py.File:
@@ -132,99 +246,3 @@ def _check_subjects(subjects_dir: Path, subsets: dict[str, list[str]]) -> None:
                 raise DwimlError(f"subject '{name}' ({subset}) has no folder {subjects_dir / name}")
     if not seen:
         raise DwimlError("no subjects: the three subject lists are empty")
-
-
-def _expand_files(subject_dir: Path, patterns: list[str], group: str) -> list[Path]:
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(str(subject_dir / pattern)))
-        if not matches:
-            raise DwimlError(f"subject '{subject_dir.name}', group '{group}': no file {subject_dir / pattern}")
-        files.extend(Path(m) for m in matches)
-    return files
-
-
-def _write_subject(h5_subject: h5py.Group, subject_dir: Path, groups_config: dict) -> None:
-    reference = None
-    for name, group in groups_config.items():
-        if group["type"] == "volume":
-            files = _expand_files(subject_dir, group["files"], name)
-            reference = reference or nib.load(files[0])
-            data = _load_volume_group(files, group, reference, subject_dir, name)
-            out = h5_subject.create_group(name)
-            out.attrs.update(type="volume", affine=reference.affine, nb_features=data.shape[-1],
-                             voxel_sizes=coords.voxel_sizes(reference.affine),
-                             files=json.dumps([str(f.relative_to(subject_dir)) for f in files]))
-            out.create_dataset("data", data=data, chunks=True)
-    for name, group in groups_config.items():
-        if group["type"] == "streamlines":
-            files = _expand_files(subject_dir, group["files"], name)
-            _write_streamline_group(h5_subject.create_group(name), files, reference, subject_dir)
-
-
-def _load_volume_group(files: list[Path], group: dict, reference: nib.Nifti1Image,
-                       subject_dir: Path, name: str) -> np.ndarray:
-    arrays = []
-    for f in files:
-        img = nib.load(f)
-        if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-4):
-            raise DwimlError(f"subject '{subject_dir.name}', group '{name}': {f} does not match the "
-                             f"reference volume {reference.get_filename()} (shape or affine)")
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        arrays.append(data[..., None] if data.ndim == 3 else data)
-    mode = group.get("standardization", "none")
-    if mode == "none":
-        return np.concatenate(arrays, axis=-1)
-    mask = _standardization_mask(group, arrays, subject_dir, name)
-    if mode == "per_file":
-        return np.concatenate([_standardize(a, mask, per_channel=False) for a in arrays], axis=-1)
-    return _standardize(np.concatenate(arrays, axis=-1), mask, per_channel=mode == "independent")
-
-
-def _standardization_mask(group: dict, arrays: list[np.ndarray], subject_dir: Path, name: str) -> np.ndarray:
-    if group.get("std_mask"):
-        files = _expand_files(subject_dir, group["std_mask"], name)
-        return np.any([np.asarray(nib.load(f).dataobj) > 0 for f in files], axis=0)
-    return np.any([np.any(a != 0, axis=-1) for a in arrays], axis=0)
-
-
-def _standardize(data: np.ndarray, mask: np.ndarray, per_channel: bool) -> np.ndarray:
-    """Zero mean, unit variance inside ``mask``; voxels outside the mask are left at 0."""
-    inside = data[mask]
-    mean = inside.mean(axis=0) if per_channel else inside.mean()
-    std = inside.std(axis=0) if per_channel else inside.std()
-    out = np.zeros_like(data)
-    out[mask] = (inside - mean) / np.where(std > 0, std, 1.0)
-    return out
-
-
-def _write_streamline_group(out: h5py.Group, files: list[Path], reference: nib.Nifti1Image,
-                            subject_dir: Path) -> None:
-    points, lengths = [], []
-    for f in files:
-        if f.suffix not in TRACTOGRAM_EXTENSIONS:
-            raise DwimlError(f"{f}: not a tractogram ({', '.join(TRACTOGRAM_EXTENSIONS)})")
-        try:
-            sft = load_tractogram(str(f), reference, bbox_valid_check=True)
-        except ValueError as e:
-            raise DwimlError(f"{f}: {e}") from None
-        if sft is False:
-            raise DwimlError(f"{f}: header does not match the reference volume {reference.get_filename()}")
-        coords.to_dwiml_space(sft)
-        points.append(np.asarray(sft.streamlines.get_data(), dtype=np.float32))
-        lengths.append(np.asarray(sft.streamlines._lengths, dtype=np.int64))
-        space = sft.space_attributes
-    points_all, lengths_all = np.concatenate(points), np.concatenate(lengths)
-    if (lengths_all < 2).any():
-        raise DwimlError(f"subject '{subject_dir.name}': {int((lengths_all < 2).sum())} streamline(s) "
-                         f"with fewer than 2 points in {[str(f) for f in files]}")
-    offsets = np.cumsum(lengths_all) - lengths_all
-    lengths_mm = streamlines.lengths_mm(torch.from_numpy(points_all), torch.from_numpy(lengths_all),
-                                        torch.as_tensor(space[2])).numpy()
-    out.attrs.update(type="streamlines", affine=space[0], dimensions=np.asarray(space[1]),
-                     voxel_sizes=np.asarray(space[2]), voxel_order="".join(space[3]),
-                     files=json.dumps([str(f.relative_to(subject_dir)) for f in files]))
-    out.create_dataset("points", data=points_all, chunks=True)
-    out.create_dataset("offsets", data=offsets)
-    out.create_dataset("lengths", data=lengths_all)
-    out.create_dataset("lengths_mm", data=lengths_mm.astype(np.float32))

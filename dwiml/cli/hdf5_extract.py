@@ -1,0 +1,27 @@
+"""``dwiml-hdf5-extract FILE SUBJECT GROUP OUT``: write one group of a dwiml HDF5 to NIfTI or a tractogram."""
+from __future__ import annotations
+
+import argparse
+
+from dwiml.cli.common import run_command
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("hdf5", help="dwiml HDF5 file")
+    parser.add_argument("subject", help="subject name")
+    parser.add_argument("group", help="group name")
+    parser.add_argument("out", help="volume group: .nii or .nii.gz; streamline group: .trk, .tck or .trx "
+                                    "(.trk and .trx keep data_per_streamline and data_per_point)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from dwiml.data.hdf5_tools import extract
+
+        print(f"wrote {extract(args.hdf5, args.subject, args.group, args.out)}")
+
+    run_command("dwiml-hdf5-extract", body)
+
+
+if __name__ == "__main__":
+    main()
