@@ -156,14 +156,18 @@ def _batch_and_points(dataset):
 def test_lazy_interpolation_equals_in_memory_interpolation(rechunked, cache_bytes):
     lazy = MultiSubjectDataset(rechunked, lazy=True, cache_bytes=cache_bytes)
     batch, points, subjects = _batch_and_points(lazy)
-    expected = OneInputStep(MultiSubjectDataset(rechunked), "input").interpolate(batch, points, subjects)
+    interior = ((points > 1.5) & (points < 5.5)).all(1)  # their bounding box is smaller than the volume
+    in_memory = OneInputStep(MultiSubjectDataset(rechunked), "input")
     step = OneInputStep(lazy, "input")
     assert isinstance(step.volumes, VolumeRegions)
-    for _ in range(2):  # from the file, then from the cache
-        assert torch.equal(step.interpolate(batch, points, subjects), expected)
-        assert lazy.reader.cache.nbytes <= cache_bytes
+    for selection in (interior, torch.ones_like(interior)):
+        expected = in_memory.interpolate(batch, points[selection], subjects[selection])
+        for _ in range(2):  # from the file, then from the cache
+            assert torch.equal(step.interpolate(batch, points[selection], subjects[selection]), expected)
+            assert lazy.reader.cache.nbytes <= cache_bytes
     inside = expected[:len(batch.points)].abs().sum(1)
     assert expected[-1].abs().sum() == 0 and inside.gt(0).all()  # the edge points test the zero corners
+    assert interior.sum() > 10 and len(torch.unique(subjects[interior])) == 3
     step.volumes.margin = 2
     assert torch.equal(step.interpolate(batch, points, subjects), expected)
 
