@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -77,15 +78,19 @@ class HDF5Reader:
         self.cache = LRUCache(cache_bytes)
         self.nb_reads, self.bytes_read = 0, 0
         self._h5: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._pid = -1
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_h5": None, "_pid": -1, "nb_reads": 0, "bytes_read": 0}
+        return {**self.__dict__, "_h5": None, "_datasets": {}, "_pid": -1, "nb_reads": 0, "bytes_read": 0}
 
     def dataset(self, name: str) -> h5py.Dataset:
+        """Dataset ``name`` of this process's handle (opened on first use, reopened after a fork)."""
         if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._h5[name]
+            self._h5, self._datasets, self._pid = h5py.File(self.path, "r"), {}, os.getpid()
+        if name not in self._datasets:
+            self._datasets[name] = self._h5[name]
+        return self._datasets[name]
 
     def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
         """One slice read of dataset ``name``."""
@@ -110,16 +115,13 @@ class HDF5Reader:
         ``lo`` and ``hi`` must lie inside the volume; ``key`` names the volume in the cache.
         """
         dset = self.dataset(name)
-        shape = np.array(dset.shape[:3])
-        block = np.array(dset.chunks[:3] if dset.chunks else CONTIGUOUS_BLOCK)
+        block = dset.chunks[:3] if dset.chunks else CONTIGUOUS_BLOCK
         out = np.empty((*(hi - lo), dset.shape[3]), dtype=dset.dtype)
-        first, last = lo // block, -(-hi // block)
-        for offset in np.ndindex(*np.maximum(last - first, 0)):
-            b_lo = (first + offset) * block
-            b_hi = np.minimum(b_lo + block, shape)
-            data = self.cache.get((key, tuple(b_lo)), lambda: self.read(name, _box(b_lo, b_hi)))
-            inner_lo, inner_hi = np.maximum(lo, b_lo), np.minimum(hi, b_hi)
-            out[_box(inner_lo - lo, inner_hi - lo)] = data[_box(inner_lo - b_lo, inner_hi - b_lo)]
+        axes = [_blocks(int(a), int(b), c, n) for a, b, c, n in zip(lo, hi, block, dset.shape)]
+        for parts in itertools.product(*axes):
+            start, in_file, in_out, in_block = zip(*parts)
+            data = self.cache.get((key, start), lambda: self.read(name, in_file))
+            out[in_out] = data[in_block]
         return out
 
 
@@ -143,5 +145,12 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, dtype=np.int64) - before, lengths) + np.arange(int(lengths.sum()))
 
 
-def _box(lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+def _blocks(lo: int, hi: int, size: int, length: int) -> list[tuple[int, slice, slice, slice]]:
+    """Along one axis, the blocks of ``size`` overlapping ``[lo, hi)``: their start, their extent
+    in the file, and where their overlap with ``[lo, hi)`` lies in the region and in the block."""
+    blocks = []
+    for start in range(lo - lo % size, hi if hi > lo else lo, size):
+        a, b = max(lo, start), min(hi, start + size)
+        blocks.append((start, slice(start, min(start + size, length)), slice(a - lo, b - lo),
+                       slice(a - start, b - start)))
+    return blocks
