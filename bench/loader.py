@@ -84,7 +84,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"phantom in {args.cache_dir}; {args.batches} batches per repeat, median of {args.repeats}; "
           f"main process {torch.get_num_threads()} torch threads", flush=True)
-    print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")  # reads of this process
+    print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")
     for lazy, workers in itertools.product((False, True), (0, args.workers)):
         cfg, dataset, loader, step = components(args.cache_dir, lazy, workers)
         throughput(loader, step, args.batches)  # warm-up: workers started, caches filled
@@ -93,7 +93,7 @@ def main() -> None:
         seconds = statistics.median(s for s, _ in runs)
         points = statistics.median(p for _, p in runs)
         reads = (dataset.reader.nb_reads - reads_before) / (args.batches * args.repeats) if lazy else 0
-        shown = f"{reads:.1f}" if lazy and workers == 0 else "in workers" if lazy else "-"
+        shown = f"{reads:.1f}" if lazy and workers == 0 else "in workers" if lazy else "-"  # counted here
         print(f"{'lazy' if lazy else 'in memory':10s} {workers:7d} {args.batches / seconds:10.1f} "
               f"{points / seconds:11.0f} {shown:>17s}", flush=True)
         del loader  # stops its workers
@@ -112,7 +112,8 @@ def main() -> None:
         compute = statistics.median(c for _, c in splits)
         share = statistics.median(w / (w + c) for w, c in splits)
         print(f"{'lazy' if lazy else 'in memory':10s} wait {wait / args.batches * 1e3:7.2f} ms/step, "
-              f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)", flush=True)
+              f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)",
+              flush=True)
         del loader
 
 
