@@ -107,3 +107,13 @@ def test_comet_logger(cache_dir, tmp_path, monkeypatch):
     assert len(archives) == 1
     key = torch.load(tmp_path / "offline" / "checkpoint" / "state.pt", weights_only=True)["logger_key"]
     assert archives[0].stem == key
+
+
+def test_lazy_training_with_workers_equals_in_memory_training(hdf5_path, tmp_path):
+    data = ["dataset=hdf5", f"dataset.hdf5_path={hdf5_path}", "trainer.max_epochs=1", "sampler.batch_size=20",
+            "trainer.max_batches_per_epoch_training=3", "trainer.max_batches_per_epoch_validation=2"]
+    run_training(tmp_path, tmp_path / "memory", data)  # no phantom: the cache folder is unused
+    run_training(tmp_path, tmp_path / "lazy", data + ["dataset.lazy=true", "dataset.cache_bytes=4000", "num_workers=2"])
+    keys = ("train_loss", "valid_loss", "grad_norm")
+    assert [[r[k] for k in keys] for r in metrics(tmp_path / "memory")] == \
+        [[r[k] for k in keys] for r in metrics(tmp_path / "lazy")]

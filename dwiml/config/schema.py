@@ -19,6 +19,7 @@ class PhantomDatasetConfig:
     nb_subjects: int = 5
     seed: int = 1234
     lazy: bool = False
+    cache_bytes: int = 2**30
 
 
 @dataclass
@@ -26,6 +27,7 @@ class HDF5DatasetConfig:
     _target_: str = "dwiml.data.dataset.MultiSubjectDataset"
     hdf5_path: str = MISSING
     lazy: bool = False
+    cache_bytes: int = 2**30
 
 
 @dataclass

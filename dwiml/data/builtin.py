@@ -43,6 +43,6 @@ def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) 
 
 
 def phantom_dataset(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234,
-                    lazy: bool = False) -> MultiSubjectDataset:
+                    lazy: bool = False, cache_bytes: int = 2**30) -> MultiSubjectDataset:
     """The phantom as a :class:`MultiSubjectDataset`."""
-    return MultiSubjectDataset(phantom_hdf5(cache_dir, nb_subjects, seed), lazy=lazy)
+    return MultiSubjectDataset(phantom_hdf5(cache_dir, nb_subjects, seed), lazy=lazy, cache_bytes=cache_bytes)

@@ -2,13 +2,14 @@
 
 Metadata (affines, shapes, streamline lengths and offsets) is always read at start-up.
 Bulk data (volumes and streamline points) is read at start-up when ``lazy=False``, or on
-demand when ``lazy=True``: each process then opens its own file handle, so the dataset
-can be sent to DataLoader workers.
+demand when ``lazy=True``, through one :class:`~dwiml.data.lazy.HDF5Reader` shared by the
+three subsets: one file handle per process (so the dataset can be sent to DataLoader
+workers) and one cache of volume blocks bounded by ``cache_bytes`` (see
+:mod:`dwiml.data.lazy`).
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 
 from dwiml.data.hdf5 import SUBSETS, open_hdf5, subject_lists
+from dwiml.data.lazy import HDF5Reader, ranges
 from dwiml.errors import DwimlError
 
 
@@ -31,11 +33,12 @@ class StreamlineIndex:
 class SubjectSet:
     """One subset (training, validation or testing): subjects addressed by their index."""
 
-    def __init__(self, hdf5_path: Path, name: str, subjects: list[str], lazy: bool):
-        self.hdf5_path, self.name, self.subjects, self.lazy = hdf5_path, name, subjects, lazy
-        self._h5: h5py.File | None = None
-        self._pid = -1
+    def __init__(self, hdf5_path: Path, name: str, subjects: list[str], reader: HDF5Reader | None = None):
+        """Lazy when given a ``reader`` (shared with the other subsets), else read into memory."""
+        self.hdf5_path, self.name, self.subjects = hdf5_path, name, subjects
+        self.reader, self.lazy = reader, reader is not None
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
+        self.shapes: dict[tuple[int, str], tuple[int, ...]] = {}
         with open_hdf5(hdf5_path) as h5:
             self.groups = {g: h5[subjects[0]][g].attrs["type"] for g in h5[subjects[0]]} if subjects else {}
             self.index = {}
@@ -47,21 +50,34 @@ class SubjectSet:
                     if kind == "streamlines":
                         self.index[i, group] = StreamlineIndex(node["offsets"][:], node["lengths"][:],
                                                                node["lengths_mm"][:])
-                    if not lazy:
+                    elif kind == "volume":
+                        self.shapes[i, group] = node["data"].shape
+                    if not self.lazy:
                         self._arrays[i, group] = node["data" if kind == "volume" else "points"][:]
 
     def __len__(self) -> int:
         return len(self.subjects)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_h5": None, "_pid": -1}
 
     def volume(self, subject: int, group: str) -> np.ndarray:
         """The ``(X, Y, Z, F)`` float32 volume of a volume group."""
         self._check(group, "volume")
         if not self.lazy:
             return self._arrays[subject, group]
-        return self._file()[self.subjects[subject]][group]["data"][:]
+        return self.volume_region(subject, group, (0, 0, 0), self.shapes[subject, group][:3])[0]
+
+    def volume_region(self, subject: int, group: str, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+        """Voxels ``[lo, hi)`` of a volume group, clamped to the volume, and their origin (``lo`` clamped).
+
+        In lazy mode only the chunks overlapping the region are read (and cached).
+        """
+        self._check(group, "volume")
+        shape = np.array(self.shapes[subject, group][:3])
+        lo = np.clip(np.asarray(lo, dtype=np.int64), 0, shape)
+        hi = np.clip(np.asarray(hi, dtype=np.int64), lo, shape)
+        if not self.lazy:
+            return self._arrays[subject, group][lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], lo
+        name = f"{self.subjects[subject]}/{group}"
+        return self.reader.region(f"{name}/data", lo, hi, key=name), lo
 
     def streamlines(self, subject: int, group: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed points ``(N, 3)`` and lengths of streamlines ``ids``, in that order."""
@@ -70,13 +86,9 @@ class SubjectSet:
         starts, lengths = index.offsets[ids], index.lengths[ids]
         if len(ids) == 0:
             return np.zeros((0, 3), np.float32), lengths
-        lo, hi = int(starts.min()), int((starts + lengths).max())
-        if self.lazy:
-            block = self._file()[self.subjects[subject]][group]["points"][lo:hi]
-        else:
-            block = self._arrays[subject, group][lo:hi]
-        local = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - (starts - lo), lengths)
-        return block[local], lengths
+        if not self.lazy:
+            return self._arrays[subject, group][ranges(starts, lengths)], lengths
+        return self.reader.rows(f"{self.subjects[subject]}/{group}/points", starts, lengths), lengths
 
     def voxel_sizes(self, subject: int, group: str) -> np.ndarray:
         return np.asarray(self.attrs[subject, group]["voxel_sizes"], dtype=np.float64)
@@ -89,22 +101,22 @@ class SubjectSet:
             known = [g for g, k in self.groups.items() if k == kind]
             raise DwimlError(f"{self.hdf5_path}: no {kind} group '{group}' (groups: {known})")
 
-    def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.hdf5_path, "r"), os.getpid()
-        return self._h5
-
 
 class MultiSubjectDataset:
-    """The three subsets of a dwiml HDF5 file."""
+    """The three subsets of a dwiml HDF5 file.
 
-    def __init__(self, hdf5_path: str | Path, lazy: bool = False):
+    ``lazy=True`` reads on demand, keeping at most ``cache_bytes`` of volume blocks per process.
+    """
+
+    def __init__(self, hdf5_path: str | Path, lazy: bool = False, cache_bytes: int = 2**30):
         self.hdf5_path = Path(hdf5_path).expanduser()
+        self.lazy = lazy
         with open_hdf5(self.hdf5_path) as h5:
             lists = subject_lists(h5)
             self.groups_config = json.loads(h5.attrs["groups_config"])
+        self.reader = HDF5Reader(self.hdf5_path, cache_bytes) if lazy else None
         self.training, self.validation, self.testing = (
-            SubjectSet(self.hdf5_path, subset, lists[subset], lazy) for subset in SUBSETS)
+            SubjectSet(self.hdf5_path, subset, lists[subset], self.reader) for subset in SUBSETS)
 
     def subset(self, name: str) -> SubjectSet:
         if name not in SUBSETS:

@@ -21,7 +21,8 @@ from dwiml.models.io import build_model
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
 RESUMABLE_OVERRIDES = ("resume", "trainer.max_epochs", "trainer.patience", "trainer.progress_bar",
-                       "dataset.hdf5_path", "dataset.cache_dir", "device", "num_workers", "logger")
+                       "dataset.hdf5_path", "dataset.cache_dir", "dataset.lazy", "dataset.cache_bytes",
+                       "device", "num_workers", "logger")
 log = logging.getLogger(__name__)
 
 

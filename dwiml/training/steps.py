@@ -4,8 +4,6 @@ The trainer calls ``step(model, batch)`` and knows nothing else about the model.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import Tensor, nn
 
@@ -13,25 +11,7 @@ from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
 from dwiml.data.streamlines import directions, offsets, point_streamline_ids
-
-
-class VolumeCache:
-    """The last ``size`` volumes used, as tensors on the device (least recently used evicted)."""
-
-    def __init__(self, dataset: MultiSubjectDataset, group: str, device: torch.device, size: int):
-        self.dataset, self.group, self.device, self.size = dataset, group, device, size
-        self._volumes: OrderedDict[tuple[str, int], Tensor] = OrderedDict()
-
-    def get(self, subset: str, subject: int) -> Tensor:
-        key = (subset, subject)
-        if key in self._volumes:
-            self._volumes.move_to_end(key)
-        else:
-            array = self.dataset.subset(subset).volume(subject, self.group)
-            self._volumes[key] = torch.from_numpy(array).to(self.device)
-            if len(self._volumes) > self.size:
-                self._volumes.popitem(last=False)
-        return self._volumes[key]
+from dwiml.data.volumes import volume_source
 
 
 class OneInputStep:
@@ -49,7 +29,7 @@ class OneInputStep:
         self.add_eos_target = add_eos_target
         self.input_size = dataset.nb_features(input_group)
         self.device = torch.device(device)
-        self.volumes = VolumeCache(dataset, input_group, self.device, volume_cache_size)
+        self.volumes = volume_source(dataset, input_group, self.device, volume_cache_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
         batch = batch.to(self.device)
@@ -64,12 +44,11 @@ class OneInputStep:
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
         """Input features at ``points``, each from its own subject's volume (one call per subject)."""
-        subjects = torch.unique(point_subjects).tolist()
-        first = self.volumes.get(batch.subset, subjects[0])
-        inputs = torch.empty(len(points), first.shape[-1], dtype=first.dtype, device=self.device)
-        for subject in subjects:
+        inputs = torch.empty(len(points), self.input_size, dtype=torch.float32, device=self.device)
+        for subject in torch.unique(point_subjects).tolist():
             mask = point_subjects == subject
-            inputs[mask] = trilinear(self.volumes.get(batch.subset, subject), points[mask])
+            volume, local_points = self.volumes.around(batch.subset, subject, points[mask])
+            inputs[mask] = trilinear(volume, local_points)
         return inputs
 
 

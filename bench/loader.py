@@ -1,0 +1,121 @@
+"""Loader throughput on the phantom, and the loader's share of a training step.
+
+Components are built from the default training config (Hydra compose API), as ``dwiml-train``
+builds them. Prints, side by side in one run (medians over repeats):
+
+1. batches/s and points/s of sample + load + augment (DataLoader) + interpolate (the step's
+   volume retrieval and trilinear), lazy and in memory, with 0 and 2 workers;
+2. for one training step of the default LSTM (forward, loss, backward, optimizer step) with
+   2 workers, the time the step waits for data and the time it computes.
+
+Usage:
+    python bench/loader.py [--cache-dir DIR] [--batches 40] [--repeats 5] [--workers 2] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from dwiml.config.build import build
+from dwiml.data.streamlines import point_streamline_ids
+from dwiml.models.io import build_model
+from dwiml.training.run import _data_loader
+
+
+def components(cache_dir: str, lazy: bool, workers: int):
+    with initialize_config_module("dwiml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"dataset.cache_dir={cache_dir}", f"dataset.lazy={lazy}",
+                                          f"num_workers={workers}"])
+    dataset = build(cfg.dataset)
+    step = build(cfg.step, dataset=dataset, device=cfg.device)
+    return cfg, dataset, _data_loader(cfg, dataset.training, shuffle=True), step
+
+
+def batches(loader, count: int):
+    """``count`` batches, epoch after epoch, as the trainer draws them."""
+    def epochs():
+        for epoch in itertools.count(1):
+            loader.sampler.set_epoch(epoch)
+            yield from loader
+    return itertools.islice(epochs(), count)
+
+
+def throughput(loader, step, count: int) -> tuple[float, int]:
+    """Seconds and points for ``count`` batches: load, then interpolate every point."""
+    start, points = time.perf_counter(), 0
+    for batch in batches(loader, count):
+        step.interpolate(batch, batch.points, batch.subjects[point_streamline_ids(batch.lengths)])
+        points += len(batch.points)
+    return time.perf_counter() - start, points
+
+
+def training_split(loader, step, model, optimizer, count: int) -> tuple[float, float]:
+    """Seconds waiting for batches and seconds computing, over ``count`` training steps."""
+    wait = compute = 0.0
+    it = batches(loader, count)
+    while True:
+        start = time.perf_counter()
+        batch = next(it, None)
+        ready = time.perf_counter()
+        if batch is None:
+            return wait, compute
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = step(model, batch)
+        loss.backward()
+        optimizer.step()
+        wait, compute = wait + ready - start, compute + time.perf_counter() - ready
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cache-dir", default="~/.cache/dwiml", help="where the phantom is (or gets) generated")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"phantom in {args.cache_dir}; {args.batches} batches per repeat, median of {args.repeats}; "
+          f"main process {torch.get_num_threads()} torch threads", flush=True)
+    print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")
+    for lazy, workers in itertools.product((False, True), (0, args.workers)):
+        cfg, dataset, loader, step = components(args.cache_dir, lazy, workers)
+        throughput(loader, step, args.batches)  # warm-up: workers started, caches filled
+        reads_before = dataset.reader.nb_reads if lazy else 0
+        runs = [throughput(loader, step, args.batches) for _ in range(args.repeats)]
+        seconds = statistics.median(s for s, _ in runs)
+        points = statistics.median(p for _, p in runs)
+        reads = (dataset.reader.nb_reads - reads_before) / (args.batches * args.repeats) if lazy else 0
+        shown = f"{reads:.1f}" if lazy and workers == 0 else "in workers" if lazy else "-"  # counted here
+        print(f"{'lazy' if lazy else 'in memory':10s} {workers:7d} {args.batches / seconds:10.1f} "
+              f"{points / seconds:11.0f} {shown:>17s}", flush=True)
+        del loader  # stops its workers
+
+    print(f"\ntraining step of the default model ({OmegaConf.select(cfg, 'model.rnn_type')}), "
+          f"{args.workers} workers: time waiting for data vs computing")
+    for lazy in (False, True):
+        cfg, dataset, loader, step = components(args.cache_dir, lazy, args.workers)
+        model_config = OmegaConf.to_container(cfg.model, resolve=True)
+        model_config["input_size"] = step.input_size
+        model = build_model(model_config)
+        optimizer = build(cfg.optim)(model.parameters())
+        training_split(loader, step, model, optimizer, args.batches)  # warm-up
+        splits = [training_split(loader, step, model, optimizer, args.batches) for _ in range(args.repeats)]
+        wait = statistics.median(w for w, _ in splits)
+        compute = statistics.median(c for _, c in splits)
+        share = statistics.median(w / (w + c) for w, c in splits)
+        print(f"{'lazy' if lazy else 'in memory':10s} wait {wait / args.batches * 1e3:7.2f} ms/step, "
+              f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)",
+              flush=True)
+        del loader
+
+
+if __name__ == "__main__":
+    main()
