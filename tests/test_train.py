@@ -58,7 +58,8 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
     run_training(cache_dir, tmp_path, ["trainer.max_epochs=2"])
     rows = metrics(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
+                             "grad_norm_clipped", "data_seconds", "compute_seconds", "peak_memory_mb"]
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["epoch"] == 2 and {"model", "optimizer", "rng", "sampler"} <= set(state)

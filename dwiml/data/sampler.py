@@ -122,6 +122,11 @@ class BatchSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return len(range(self.rank + self.start_batch * self.world_size, self._nb_global, self.world_size))
 
+    def position_of(self, batch: int) -> tuple[int, int]:
+        """(pass, position in the pass) of this rank's ``batch``-th batch of the current epoch."""
+        index = self._start + self.rank + batch * self.world_size
+        return self._locate(index) if self.shuffle else (0, index)
+
     def _rest_of_pass(self, start: int) -> int:
         """Global batches from ``start`` to the end of its pass, rounded up to a multiple of world_size."""
         pass_index, position = self._locate(start)
