@@ -19,6 +19,7 @@ from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.errors import DwimlError
 from dwiml.models.io import build_model
 from dwiml.training import distributed
+from dwiml.training.trainer import Trainer
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
 RESUMABLE_OVERRIDES = ("resume", "trainer.max_epochs", "trainer.patience", "trainer.progress_bar",
@@ -32,6 +33,15 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
+    trainer = build_trainer(cfg, run_dir)
+    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
+    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
+             run_dir / "best_model")
+    return best
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+    """Every component of a composed config, handed to the trainer."""
     _seed_everything(cfg.seed)
     dataset: MultiSubjectDataset = build(cfg.dataset)
     if len(dataset.training) == 0:
@@ -42,14 +52,10 @@ def train(cfg: DictConfig) -> float:
     step = build(cfg.step, dataset=dataset, device=device)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["input_size"] = step.input_size
-    trainer = build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
+    return build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
         model=build_model(model_config), model_config=model_config, optimizer=build(cfg.optim),
         scheduler=build(cfg.scheduler), step=step, train_loader=train_loader, valid_loader=valid_loader,
         run_dir=run_dir, logger=build(cfg.logger), device=device)
-    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
-    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
-             run_dir / "best_model")
-    return best
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
