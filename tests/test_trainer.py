@@ -163,8 +163,8 @@ def test_compile_wraps_the_model(tmp_path):
 def test_ddp_two_processes_on_the_cpu(cache_dir, tmp_path):
     run = tmp_path / "run"
     torchrun = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone")
-    finish(start(run, cache_dir, *TINY, "trainer.max_batches_per_epoch_training=null", "sampler.batch_size=80",
-                 "trainer.max_epochs=1", "trainer.strategy=ddp", launcher=torchrun))
+    ddp = [*TINY, "trainer.max_batches_per_epoch_training=null", "sampler.batch_size=80", "trainer.strategy=ddp"]
+    finish(start(run, cache_dir, *ddp, "trainer.max_epochs=1", launcher=torchrun))
     rows = batch_rows(run)
     per_rank = [{(r["pass"], r["position"]) for r in rows if r["rank"] == str(k)} for k in (0, 1)]
     assert len(per_rank[0]) == len(per_rank[1]) > 0 and not per_rank[0] & per_rank[1]
@@ -175,3 +175,7 @@ def test_ddp_two_processes_on_the_cpu(cache_dir, tmp_path):
     assert len(saved["replica_weights_sha256"]) == 2 and len(saved["rng"]) == 2
     assert [p.name for p in run.glob("**/.hydra")] == [".hydra"] and len(list(tmp_path.iterdir())) == 1
     assert len(metrics(run)) == 1
+    finish(start(run, cache_dir, *ddp, "trainer.max_epochs=2", f"resume={run}", launcher=torchrun))
+    assert [r["epoch"] for r in metrics(run)] == ["1", "2"] and len(set(state(run)["replica_weights_sha256"])) == 1
+    second = {(r["pass"], r["position"]) for r in batch_rows(run) if r["epoch"] == "2"}
+    assert ("1", "1") in second and ("1", "0") not in second  # continues after the borrowed batch

@@ -48,7 +48,10 @@ def main() -> None:
     schema.RUN_STARTED[0] = distributed.shared_time()
     if not distributed.is_main():
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
-    hydra_main()
+    try:
+        hydra_main()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ def init_from_environment() -> None:
         dist.init_process_group()  # no backend given: gloo for CPU tensors, nccl for CUDA ones
 
 
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
