@@ -10,6 +10,7 @@ import yaml
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 from dipy.io.streamline import save_tractogram
 
+from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.hdf5 import create_hdf5, load_groups_config
 
 SHAPE = (12, 10, 8)
@@ -68,3 +69,11 @@ def hdf5_path(subjects_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hdf5") / "data.hdf5"
     return create_hdf5(subjects_dir, load_groups_config(subjects_dir / "groups.yaml"), out,
                        SUBJECTS["training"], SUBJECTS["validation"], SUBJECTS["testing"])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A cache folder holding the built-in phantom (3 subjects), as training runs find it."""
+    cache = tmp_path_factory.mktemp("cache")
+    phantom_hdf5(cache, nb_subjects=3, seed=1234)
+    return cache

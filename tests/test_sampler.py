@@ -1,5 +1,4 @@
 """The batch sampler on a real HDF5: passes, capped epochs, resume, ranks, cycles, edge cases."""
-import numpy as np
 import pytest
 
 from dwiml.data.dataset import MultiSubjectDataset

@@ -15,19 +15,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
 import dwiml.config  # noqa: F401
-from dwiml.data.builtin import phantom_hdf5
 from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
 from dwiml.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    phantom_hdf5(cache, nb_subjects=3, seed=1234)
-    return cache
 
 
 def compose_run(cache_dir: Path, run_dir: Path, overrides: list[str]):
