@@ -70,12 +70,13 @@ def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subp
 
 
 def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
-    cli(tmp_path, cache_dir, "trainer.max_epochs=2")
+    small = ("model.hidden_sizes=[16]", "trainer.max_batches_per_epoch_training=3")
+    cli(tmp_path, cache_dir, "trainer.max_epochs=2", *small)
     (run,) = (tmp_path / "outputs").glob("*/*")
     assert {".hydra", "train.log", "metrics.csv", "checkpoint", "best_model"} <= {p.name for p in run.iterdir()}
     assert "epoch 2:" in (run / "train.log").read_text()
     cli(tmp_path, cache_dir, f"resume={run}", "trainer.max_epochs=3")
-    cli(tmp_path, cache_dir, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'straight'}")
+    cli(tmp_path, cache_dir, "trainer.max_epochs=3", *small, f"hydra.run.dir={tmp_path / 'straight'}")
     resumed, straight = metrics(run), metrics(tmp_path / "straight")
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
     assert [r["valid_loss"] for r in resumed] == [r["valid_loss"] for r in straight]
