@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

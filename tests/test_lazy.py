@@ -1,5 +1,4 @@
 """Lazy mode: byte-bounded LRU cache, chunk-level region reads, few streamline reads, exact interpolation."""
-import itertools
 import pickle
 import shutil
 

@@ -21,7 +21,8 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
     run_training(cache_dir, tmp_path, ["trainer.max_epochs=2"])
     rows = metrics(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
+                             "grad_norm_clipped", "data_seconds", "compute_seconds", "peak_memory_mb"]
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["epoch"] == 2 and {"model", "optimizer", "rng", "sampler"} <= set(state)
@@ -40,12 +41,13 @@ def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subp
 
 
 def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
-    cli(tmp_path, cache_dir, "trainer.max_epochs=2")
+    small = ("model.hidden_sizes=[16]", "trainer.max_batches_per_epoch_training=3")
+    cli(tmp_path, cache_dir, "trainer.max_epochs=2", *small)
     (run,) = (tmp_path / "outputs").glob("*/*")
     assert {".hydra", "train.log", "metrics.csv", "checkpoint", "best_model"} <= {p.name for p in run.iterdir()}
     assert "epoch 2:" in (run / "train.log").read_text()
     cli(tmp_path, cache_dir, f"resume={run}", "trainer.max_epochs=3")
-    cli(tmp_path, cache_dir, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'straight'}")
+    cli(tmp_path, cache_dir, "trainer.max_epochs=3", *small, f"hydra.run.dir={tmp_path / 'straight'}")
     resumed, straight = metrics(run), metrics(tmp_path / "straight")
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
     assert [r["valid_loss"] for r in resumed] == [r["valid_loss"] for r in straight]

@@ -3,6 +3,7 @@ defaults list, so a misspelled key or a wrong type fails at start-up, naming the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,7 @@ class SamplerConfig:
     batch_size: float = 100
     unit: str = "nb_streamlines"
     nb_subjects_per_batch: int = 1
+    cycles: int = 1
     seed: int = "${seed}"  # type: ignore[assignment]
 
 
@@ -207,8 +209,63 @@ class TrainerConfig:
     max_batches_per_epoch_validation: Optional[int] = None
     patience: Optional[int] = None
     patience_delta: float = 1e-6
+    monitor: str = "valid_loss"
+    monitor_mode: str = "min"
     clip_grad_norm: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    ema_decay: Optional[float] = None
+    precision: str = "32"
+    compile: bool = False
+    strategy: str = "single"
+    checkpoint_every_minutes: Optional[float] = None
+    checkpoint_every_batches: Optional[int] = None
+    max_minutes: Optional[float] = None
+    auto_resume: bool = False
     progress_bar: bool = True
+
+
+@dataclass
+class ConstantLRConfig:
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    _partial_: bool = True
+    factor: float = 1.0
+    total_iters: int = 0
+
+
+@dataclass
+class EpochsListLRConfig:
+    _target_: str = "dwiml.training.schedulers.epochs_list"
+    _partial_: bool = True
+    learning_rates: list[float] = MISSING
+
+
+@dataclass
+class StepLRConfig:
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    _partial_: bool = True
+    step_size: int = 10
+    gamma: float = 0.5
+
+
+@dataclass
+class CosineWarmupLRConfig:
+    _target_: str = "dwiml.training.schedulers.cosine_warmup"
+    _partial_: bool = True
+    warmup_epochs: int = 2
+    total_epochs: int = "${trainer.max_epochs}"  # type: ignore[assignment]
+    start_factor: float = 0.1
+    min_lr: float = 0.0
+
+
+@dataclass
+class PlateauLRConfig:
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    _partial_: bool = True
+    mode: str = "${trainer.monitor_mode}"
+    factor: float = 0.5
+    patience: int = 2
+    threshold: float = 1e-4
+    min_lr: float = 0.0
 
 
 @dataclass
@@ -233,6 +290,7 @@ class TrainConfig:
     loader: LoaderConfig = MISSING
     model: Any = MISSING
     optim: Any = MISSING
+    scheduler: Any = MISSING
     step: Any = MISSING
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
@@ -255,6 +313,8 @@ SCHEMAS = {
                    "gaussian_mixture": GaussianMixtureConfig, "fisher_von_mises": FisherVonMisesConfig,
                    "fisher_von_mises_mixture": FisherVonMisesMixtureConfig},
     "optim": {"optim": OptimConfig, "sgd": SGDConfig},
+    "scheduler": {"constant": ConstantLRConfig, "epochs_list": EpochsListLRConfig, "step": StepLRConfig,
+                  "cosine_warmup": CosineWarmupLRConfig, "plateau": PlateauLRConfig},
     "step": {"one_input": OneInputStepConfig, "streamlines": StreamlinesStepConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig},
@@ -280,6 +340,14 @@ def output_subdir(resume: Optional[str], timestamp: str) -> str:
     return ".hydra" if resume is None else f".hydra/resumed-{timestamp}"
 
 
+def run_started(pattern: str) -> str:
+    """``${dwiml_now:%H-%M}``: this run's start time (rank 0's under torchrun), formatted."""
+    return RUN_STARTED[0].strftime(pattern)
+
+
+RUN_STARTED = [datetime.now()]  # replaced by rank 0's time under torchrun (see dwiml.cli.train)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
@@ -288,3 +356,4 @@ def register_configs() -> None:
             cs.store(group=group, name=f"{name}_schema", node=node)
     OmegaConf.register_new_resolver("dwiml_run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("dwiml_output_subdir", output_subdir, replace=True)
+    OmegaConf.register_new_resolver("dwiml_now", run_started, replace=True)

@@ -18,11 +18,14 @@ from dwiml.config.build import build
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.errors import DwimlError
 from dwiml.models.io import build_model
+from dwiml.training import distributed
+from dwiml.training.trainer import Trainer
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
 RESUMABLE_OVERRIDES = ("resume", "trainer.max_epochs", "trainer.patience", "trainer.progress_bar",
-                       "dataset.hdf5_path", "dataset.cache_dir", "dataset.lazy", "dataset.cache_bytes",
-                       "device", "num_workers", "logger")
+                       "trainer.max_minutes", "trainer.checkpoint_every_minutes", "trainer.auto_resume",
+                       "dataset.hdf5_path", "dataset.cache_dir",
+                       "dataset.lazy", "dataset.cache_bytes", "device", "num_workers", "logger")
 log = logging.getLogger(__name__)
 
 
@@ -31,24 +34,29 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
+    trainer = build_trainer(cfg, run_dir)
+    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
+    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
+             run_dir / "best_model")
+    return best
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+    """Every component of a composed config, handed to the trainer."""
     _seed_everything(cfg.seed)
     dataset: MultiSubjectDataset = build(cfg.dataset)
     if len(dataset.training) == 0:
         raise DwimlError(f"{dataset.hdf5_path}: no training subjects")
     train_loader = _data_loader(cfg, dataset.training, shuffle=True)
     valid_loader = _data_loader(cfg, dataset.validation, shuffle=False) if len(dataset.validation) else None
-    step = build(cfg.step, dataset=dataset, device=cfg.device)
+    device = f"cuda:{distributed.local_rank()}" if distributed.world_size() > 1 and cfg.device == "cuda" else cfg.device
+    step = build(cfg.step, dataset=dataset, device=device)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["input_size"] = step.input_size
-    trainer = build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
+    return build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
         model=build_model(model_config), model_config=model_config, optimizer=build(cfg.optim),
-        step=step, train_loader=train_loader, valid_loader=valid_loader, run_dir=run_dir,
-        logger=build(cfg.logger), device=cfg.device)
-    if cfg.resume is not None:
-        trainer.resume()
-    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True))
-    log.info("best validation loss %.6g at epoch %d; model in %s", best, trainer.best_epoch, run_dir / "best_model")
-    return best
+        scheduler=build(cfg.scheduler), step=step, train_loader=train_loader, valid_loader=valid_loader,
+        run_dir=run_dir, logger=build(cfg.logger), device=device)
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -76,10 +84,13 @@ def _override_key(override: str) -> str:
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
     group = cfg.loader.streamline_group
-    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle)
+    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle,
+                    rank=distributed.rank(), world_size=distributed.world_size())
     loader = build(cfg.loader, subset=subset, augment=shuffle)
+    # Its own generator: starting an epoch leaves the global RNG (dropout's) untouched.
     return torch.utils.data.DataLoader(loader, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
-                                       collate_fn=_as_is, persistent_workers=cfg.num_workers > 0)
+                                       collate_fn=_as_is, persistent_workers=cfg.num_workers > 0,
+                                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
 def _as_is(batch):

@@ -1,33 +1,65 @@
 """The generic trainer: epochs of training and validation, checkpoints, best model, metrics.
 
 It knows nothing of models or data formats: a batch goes to ``step(model, batch)``, which
-returns ``(mean loss, number of points)``.
+returns ``(mean loss, number of points)``. Read it top to bottom: ``fit`` runs epochs,
+``_train_epoch`` runs batches, ``_train_batch`` is one forward/backward (and, every
+``accumulate_grad_batches`` batches, one optimizer step), ``_end_epoch`` validates,
+schedules, stops early and checkpoints.
+
+**Exact resume.** A checkpoint holds everything the rest of the run depends on: model,
+optimizer, scheduler, EMA weights, gradient scaler, early-stopping state, the position in
+the epoch and the epoch's running sums, the sampler's state and every rank's
+torch/numpy/python RNG states. It is written at the end of every epoch, every
+``checkpoint_every_minutes`` or ``checkpoint_every_batches``, and before exiting on
+SIGTERM/SIGUSR1 or after ``max_minutes``, always between two optimizer steps. A run
+killed at any moment and resumed ends with the same weights, bit for bit on the CPU, as
+if it had never stopped. Augmentations are drawn from each batch's own seed (see the
+sampler), so DataLoader workers hold no RNG state that matters.
+
+**Multi-process (DDP).** Under ``torchrun`` every rank trains on its own shard of each
+epoch, gradients are averaged by DistributedDataParallel, per-batch numbers are gathered
+every batch (one small collective that also shares stop and checkpoint decisions), and
+only rank 0 writes to the run folder.
 """
 from __future__ import annotations
 
-import csv
-import itertools
+import contextlib
+import hashlib
 import logging
 import math
-import os
+import resource
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from dwiml import __version__
 from dwiml.errors import DwimlError
 from dwiml.models.io import save_model
-from dwiml.training.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from dwiml.training import distributed as dist
+from dwiml.training.checkpoint import find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from dwiml.training.loggers import NoLogger
+from dwiml.training.metrics_log import CsvLog
+from dwiml.training.stopping import EarlyStopping, StopRequests
 
-METRICS = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds")
-BEST_MODEL = "best_model"
+METRICS, BATCH_METRICS, BEST_MODEL = "metrics.csv", "batch_metrics.csv", "best_model"
+METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
+                  "grad_norm_clipped", "data_seconds", "compute_seconds", "peak_memory_mb")
+BATCH_COLUMNS = ("epoch", "batch", "rank", "pass", "position", "loss", "points", "learning_rate",
+                 "grad_norm", "grad_norm_clipped", "data_seconds", "compute_seconds")
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STRATEGIES = ("single", "ddp")
+RESUMABLE_EXIT = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with resume=<run_dir>
 log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """The run stopped before its end (signal or wall-time budget) after writing a checkpoint."""
 
 
 class Trainer:
@@ -37,135 +69,276 @@ class Trainer:
                  optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
                  step: Callable, train_loader: torch.utils.data.DataLoader,
                  valid_loader: torch.utils.data.DataLoader | None, run_dir: str | Path,
-                 logger: NoLogger | None = None, device: str = "cpu", max_epochs: int = 10,
-                 max_batches_per_epoch_training: int | None = None,
+                 scheduler: Callable | None = None, logger: NoLogger | None = None, device: str = "cpu",
+                 max_epochs: int = 10, max_batches_per_epoch_training: int | None = None,
                  max_batches_per_epoch_validation: int | None = None,
                  patience: int | None = None, patience_delta: float = 1e-6,
-                 clip_grad_norm: float | None = None, progress_bar: bool = True):
+                 monitor: str = "valid_loss", monitor_mode: str = "min",
+                 clip_grad_norm: float | None = None, accumulate_grad_batches: int = 1,
+                 ema_decay: float | None = None, precision: str = "32", compile: bool = False,
+                 strategy: str = "single", checkpoint_every_minutes: float | None = None,
+                 checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
+                 auto_resume: bool = False, progress_bar: bool = True):
+        _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches)
         self.device = torch.device(device)
         self.model, self.model_config = model.to(self.device), model_config
+        self.forward_model = dist.data_parallel(self.model, self.device) if dist.world_size() > 1 else self.model
+        if compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = optimizer(self.model.parameters())
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay else None)
+        self.autocast_dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.step, self.train_loader, self.valid_loader = step, train_loader, valid_loader
         self.run_dir = Path(run_dir)
         self.logger = logger or NoLogger()
         self.max_epochs = max_epochs
         self.max_batches = {"train": max_batches_per_epoch_training, "valid": max_batches_per_epoch_validation}
-        self.patience, self.patience_delta = patience, patience_delta
-        self.clip_grad_norm, self.progress_bar = clip_grad_norm, progress_bar
-        self.epoch = 0
-        self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
+        self.early_stopping = EarlyStopping(monitor, monitor_mode, patience, patience_delta)
+        self.clip_grad_norm, self.accumulate = clip_grad_norm, accumulate_grad_batches
+        self.checkpoint_every = {"minutes": checkpoint_every_minutes, "batches": checkpoint_every_batches}
+        self.max_minutes, self.auto_resume, self.progress_bar = max_minutes, auto_resume, progress_bar
+        self.metrics = CsvLog(self.run_dir / METRICS, METRIC_COLUMNS)
+        self.batch_metrics = CsvLog(self.run_dir / BATCH_METRICS, BATCH_COLUMNS)
+        self.epoch, self.batch_index, self.totals = 0, 0, _fresh_totals()  # epochs done, batches done in the next
         self.logger_key: str | None = None
+        self._last_checkpoint = (time.monotonic(), 0)
 
-    def resume(self) -> None:
-        """Continue from the run folder's checkpoint."""
-        state = load_checkpoint(self.run_dir)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = state["epoch"]
-        self.best_loss, self.best_epoch, self.bad_epochs = state["best_loss"], state["best_epoch"], state["bad_epochs"]
-        self.logger_key = state["logger_key"]
-        set_rng_states(state["rng"])
-        self.train_loader.sampler.load_state_dict(state["sampler"])
-        _truncate_metrics(self.run_dir / METRICS, self.epoch)
-        log.info("resumed %s after epoch %d (best valid loss %.6g at epoch %d)",
-                 self.run_dir, self.epoch, self.best_loss, self.best_epoch)
+    @property
+    def best_epoch(self) -> int:
+        return self.early_stopping.best_epoch
 
-    def fit(self, config: dict | None = None) -> float:
-        """Run epochs until ``max_epochs`` or patience; return the best validation loss."""
-        self.logger_key = self.logger.start(self.run_dir, config or {}, self.logger_key)
+    def fit(self, config: dict | None = None, resume: bool = False) -> float:
+        """Run epochs until ``max_epochs`` or patience; return the best value of the monitor.
+
+        Raises :class:`TrainingInterrupted` after checkpointing on a stop request."""
+        if resume or (self.auto_resume and find_checkpoint(self.run_dir) is not None):
+            self._load(load_checkpoint(self.run_dir))
+        if dist.is_main():
+            self.logger_key = self.logger.start(self.run_dir, config or {}, self.logger_key)
         try:
-            while self.epoch < self.max_epochs and not self._out_of_patience():
-                self._run_epoch(self.epoch + 1)
+            with StopRequests(self.max_minutes) as stop:
+                while self.epoch < self.max_epochs and not self.early_stopping.out_of_patience:
+                    self._train_epoch(stop)
+                    self._end_epoch()
         finally:
-            self.logger.end()
-        return self.best_loss
+            if dist.is_main():
+                self.logger.end()
+        if self.early_stopping.out_of_patience:
+            log.info("early stopping: no improvement of %s for %d epochs (best epoch %d)",
+                     self.early_stopping.monitor, self.early_stopping.bad_epochs, self.best_epoch)
+        return self.early_stopping.best
 
-    def _run_epoch(self, epoch: int) -> None:
-        start = time.perf_counter()
-        self.train_loader.sampler.set_epoch(epoch)
-        train_loss, grad_norm = self._train_one_epoch(epoch)
-        valid_loss = self._validate(epoch) if self.valid_loader is not None else train_loss
-        metrics = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-                   "learning_rate": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
-                   "epoch_seconds": time.perf_counter() - start}
-        self.epoch = epoch
-        if valid_loss < self.best_loss - self.patience_delta:
-            self.best_loss, self.best_epoch, self.bad_epochs = valid_loss, epoch, 0
-            save_model(self.model, self.model_config, self.run_dir / BEST_MODEL)
-        else:
-            self.bad_epochs += 1
-        _append_metrics(self.run_dir / METRICS, metrics)
-        self.logger.log_metrics(metrics, epoch)
-        save_checkpoint(self.run_dir, self._state())
-        log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s%s", epoch, train_loss, valid_loss,
-                 metrics["epoch_seconds"], " (best)" if self.best_epoch == epoch else "")
-
-    def _train_one_epoch(self, epoch: int) -> tuple[float, float]:
-        self.model.train()
-        total, points, norms = 0.0, 0, []
-        for batch in self._batches(self.train_loader, "train", epoch):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, n = self.step(self.model, batch)
-            _check_finite(loss, epoch)
-            loss.backward()
-            max_norm = self.clip_grad_norm if self.clip_grad_norm else math.inf
-            norms.append(float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)))
-            self.optimizer.step()
-            total, points = total + float(loss.detach()) * n, points + n
-        if points == 0:
+    def _train_epoch(self, stop: StopRequests) -> None:
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(self.epoch, self.max_batches["train"], start_batch=self.batch_index)
+        nb_batches = self.batch_index + len(sampler)
+        if nb_batches == 0:
             raise DwimlError("the training set gave no batch: check the training subjects and streamline group")
-        return total / points, sum(norms) / len(norms)
+        self.model.train()
+        self._last_checkpoint = (time.monotonic(), self.batch_index)
+        batches = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1} train", leave=False,
+                       disable=not self.progress_bar or not dist.is_main())
+        waiting = time.perf_counter()
+        for batch in batches:
+            data_seconds = time.perf_counter() - waiting
+            optimizer_step = (self.batch_index + 1) % self.accumulate == 0 or self.batch_index + 1 == nb_batches
+            stop_now, checkpoint_now = self._train_batch(batch, optimizer_step, data_seconds, stop)
+            self.batch_index += 1
+            self.totals["seconds"] += time.perf_counter() - waiting
+            if stop_now or checkpoint_now:
+                self._save()
+            if stop_now:
+                log.info("stopping (%s) at epoch %d, batch %d: checkpoint written, resume with resume=%s",
+                         stop.reason, self.epoch + 1, self.batch_index, self.run_dir)
+                raise TrainingInterrupted(stop.reason or "stop requested on another rank")
+            waiting = time.perf_counter()
+
+    def _train_batch(self, batch, optimizer_step: bool, data_seconds: float,
+                     stop: StopRequests) -> tuple[bool, bool]:
+        """Forward and backward; at an optimizer step, also clip, check and step.
+
+        Returns whether every rank must now stop, or checkpoint (decided at optimizer steps only)."""
+        start = time.perf_counter()
+        no_sync = self.forward_model.no_sync() if dist.world_size() > 1 and not optimizer_step else contextlib.nullcontext()
+        with no_sync:
+            with self._autocast():
+                loss, nb_points = self.step(self.forward_model, batch)
+            self.scaler.scale(loss / self.accumulate).backward()
+        norm = clipped = math.nan
+        if optimizer_step:
+            self.scaler.unscale_(self.optimizer)
+            norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm or math.inf))
+            clipped = min(norm, self.clip_grad_norm) if self.clip_grad_norm else norm
+        pass_index, position = self.train_loader.sampler.position_of(self.batch_index)
+        mine = [float(loss.detach()), nb_points, data_seconds, time.perf_counter() - start, norm, clipped,
+                pass_index, position, optimizer_step and stop.reason is not None,
+                optimizer_step and self._checkpoint_due()]
+        ranks = dist.all_gather(torch.tensor(mine, dtype=torch.float64, device=self.device)).cpu()
+        if not torch.isfinite(ranks[:, 0]).all():
+            raise DwimlError(f"the training loss is {ranks[:, 0].tolist()} (per rank) at epoch {self.epoch + 1}, "
+                             f"batch {self.batch_index + 1}; stopped, the last checkpoint is kept")
+        if optimizer_step:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+        self._record_batch(ranks)
+        return bool(ranks[:, 8].any()), bool(ranks[:, 9].any())
+
+    def _record_batch(self, ranks: torch.Tensor) -> None:
+        """Add a batch to the epoch's sums and, on rank 0, one row per rank to the batch metrics."""
+        loss, points, data, compute, norm, clipped = ranks[:, :6].T.tolist()
+        t = self.totals
+        t["loss"] += sum(l * n for l, n in zip(loss, points))
+        t["points"] += sum(points)
+        t["data_seconds"], t["compute_seconds"] = t["data_seconds"] + data[0], t["compute_seconds"] + compute[0]
+        if not math.isnan(norm[0]):
+            t["grad_norm"], t["grad_norm_clipped"], t["steps"] = (t["grad_norm"] + norm[0],
+                                                                  t["grad_norm_clipped"] + clipped[0], t["steps"] + 1)
+        if dist.is_main():
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.batch_metrics.append(
+                dict(zip(BATCH_COLUMNS, [self.epoch + 1, self.batch_index, r, int(row[6]), int(row[7]), row[0],
+                                         int(row[1]), lr, row[4], row[5], row[2], row[3]]))
+                for r, row in enumerate(ranks.tolist()))
+
+    def _end_epoch(self) -> None:
+        """Validate, log the epoch, schedule the learning rate, keep the best model, checkpoint."""
+        start = time.perf_counter()
+        t, epoch = self.totals, self.epoch + 1
+        train_loss = t["loss"] / t["points"]
+        valid_loss = self._validate() if self.valid_loader is not None else train_loss
+        steps = max(t["steps"], 1)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                   "learning_rate": self.optimizer.param_groups[0]["lr"], "grad_norm": t["grad_norm"] / steps,
+                   "epoch_seconds": t["seconds"] + time.perf_counter() - start,
+                   "grad_norm_clipped": t["grad_norm_clipped"] / steps, "data_seconds": t["data_seconds"],
+                   "compute_seconds": t["compute_seconds"], "peak_memory_mb": _peak_memory_mb(self.device)}
+        self.epoch, self.batch_index, self.totals = epoch, 0, _fresh_totals()
+        monitored = metrics[self.early_stopping.monitor]
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(monitored)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        improved = self.early_stopping.update(monitored, epoch)
+        if dist.is_main():
+            if improved:
+                save_model(self._eval_model(), self.model_config, self.run_dir / BEST_MODEL)
+            self.metrics.append([metrics])
+            self.logger.log_metrics(metrics, epoch)
+        self._save()
+        log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s", epoch, train_loss,
+                 valid_loss, metrics["epoch_seconds"], metrics["data_seconds"], " (best)" if improved else "")
 
     @torch.no_grad()
-    def _validate(self, epoch: int) -> float:
-        self.model.eval()
-        total, points = 0.0, 0
-        for batch in self._batches(self.valid_loader, "valid", epoch):
-            loss, n = self.step(self.model, batch)
-            total, points = total + float(loss.detach()) * n, points + n
-        return total / points if points else math.nan
+    def _validate(self) -> float:
+        """Mean loss per point over the validation batches of every rank (EMA weights if enabled)."""
+        model = self._eval_model()
+        model.eval()
+        self.valid_loader.sampler.set_epoch(0, self.max_batches["valid"])
+        sums = torch.zeros(2, dtype=torch.float64)
+        for batch in tqdm(self.valid_loader, desc=f"epoch {self.epoch} valid", leave=False,
+                          disable=not self.progress_bar or not dist.is_main()):
+            with self._autocast():
+                loss, nb_points = self.step(model, batch)
+            sums += torch.tensor([float(loss) * nb_points, nb_points], dtype=torch.float64)
+        loss_sum, points = dist.all_gather(sums.to(self.device)).sum(0).tolist()
+        self.model.train()
+        return loss_sum / points if points else math.nan
 
-    def _batches(self, loader: torch.utils.data.DataLoader, phase: str, epoch: int) -> Iterable:
-        limit = self.max_batches[phase]
-        batches = itertools.islice(loader, limit)
-        return tqdm(batches, desc=f"epoch {epoch} {phase}", leave=False, disable=not self.progress_bar)
+    def _eval_model(self) -> nn.Module:
+        """The weights that are validated and kept as the best model: the EMA ones when enabled."""
+        return self.ema.module if self.ema is not None else self.model
 
-    def _out_of_patience(self) -> bool:
-        if self.patience is not None and self.bad_epochs >= self.patience:
-            log.info("early stopping: no improvement for %d epochs (best epoch %d)", self.bad_epochs, self.best_epoch)
-            return True
-        return False
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
-    def _state(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "rng": rng_states(), "sampler": self.train_loader.sampler.state_dict(),
-                "logger_key": self.logger_key, "dwiml_version": __version__}
+    def _checkpoint_due(self) -> bool:
+        seconds, batch = self._last_checkpoint
+        minutes, batches = self.checkpoint_every["minutes"], self.checkpoint_every["batches"]
+        return ((minutes is not None and time.monotonic() - seconds >= 60 * minutes)
+                or (batches is not None and self.batch_index + 1 - batch >= batches))
+
+    def _save(self) -> None:
+        """Write the checkpoint (rank 0), with every rank's RNG states; check the replicas agree."""
+        rng = dist.all_gather_objects(rng_states())
+        weights = dist.all_gather_objects(_weights_sha256(self.model)) if dist.world_size() > 1 else []
+        if len(set(weights)) > 1:
+            raise DwimlError(f"the model replicas differ between ranks ({weights}): stopped")
+        if dist.is_main():
+            save_checkpoint(self.run_dir, self._state(rng, weights))
+        dist.barrier()
+        self._last_checkpoint = (time.monotonic(), self.batch_index)
+
+    def _state(self, rng: list[dict], replica_weights: list[str]) -> dict:
+        optional = {name: part.state_dict() for name, part in
+                    (("scheduler", self.scheduler), ("ema", self.ema)) if part is not None}
+        return {"epoch": self.epoch, "batch_index": self.batch_index, "totals": dict(self.totals),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "early_stopping": self.early_stopping.state_dict(),
+                "sampler": self.train_loader.sampler.state_dict(), "rng": rng, "world_size": dist.world_size(),
+                "replica_weights_sha256": replica_weights, "logger_key": self.logger_key,
+                "dwiml_version": __version__, **optional}
+
+    def _load(self, state: dict) -> None:
+        """Continue from a checkpoint; drop metrics rows written after it."""
+        if state["world_size"] != dist.world_size():
+            raise DwimlError(f"resume: the run used {state['world_size']} processes, not {dist.world_size()}")
+        if ("ema" in state) != (self.ema is not None) or ("scheduler" in state) != (self.scheduler is not None):
+            raise DwimlError("resume: the checkpoint's EMA/scheduler do not match trainer.ema_decay/scheduler")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, part in (("scheduler", self.scheduler), ("ema", self.ema)):
+            if part is not None:
+                part.load_state_dict(state[name])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.epoch, self.batch_index, self.totals = state["epoch"], state["batch_index"], state["totals"]
+        self.train_loader.sampler.load_state_dict(state["sampler"])
+        self.logger_key = state["logger_key"]
+        set_rng_states(state["rng"][dist.rank()])
+        if dist.is_main():
+            self.metrics.keep(lambda row: int(row["epoch"]) <= self.epoch)
+            self.batch_metrics.keep(lambda row: int(row["epoch"]) <= self.epoch or
+                                    (int(row["epoch"]) == self.epoch + 1 and int(row["batch"]) < self.batch_index))
+        log.info("resumed %s at epoch %d, batch %d (best %s %.6g at epoch %d)", self.run_dir, self.epoch + 1,
+                 self.batch_index, self.early_stopping.monitor, self.early_stopping.best, self.best_epoch)
 
 
-def _check_finite(loss: torch.Tensor, epoch: int) -> None:
-    if not torch.isfinite(loss):
-        raise DwimlError(f"the training loss is {float(loss)} at epoch {epoch}; the last checkpoint is kept")
+def _check_options(monitor: str, mode: str, precision: str, strategy: str, accumulate: int) -> None:
+    if monitor not in METRIC_COLUMNS[1:]:
+        raise DwimlError(f"trainer.monitor='{monitor}' is not a logged metric: one of {METRIC_COLUMNS[1:]}")
+    if mode not in ("min", "max"):
+        raise DwimlError(f"trainer.monitor_mode must be min or max, got '{mode}'")
+    if precision not in PRECISIONS:
+        raise DwimlError(f"trainer.precision must be one of {tuple(PRECISIONS)}, got '{precision}'")
+    if strategy not in STRATEGIES:
+        raise DwimlError(f"trainer.strategy must be one of {STRATEGIES}, got '{strategy}'")
+    if strategy != "ddp" and dist.world_size() > 1:
+        raise DwimlError(f"started as {dist.world_size()} processes (torchrun): use trainer.strategy=ddp")
+    if accumulate < 1:
+        raise DwimlError(f"trainer.accumulate_grad_batches must be at least 1, got {accumulate}")
 
 
-def _append_metrics(path: Path, metrics: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(metrics)
+def _fresh_totals() -> dict:
+    """Running sums of an epoch (saved in mid-epoch checkpoints)."""
+    return dict.fromkeys(("loss", "points", "grad_norm", "grad_norm_clipped", "steps", "data_seconds",
+                          "compute_seconds", "seconds"), 0.0)
 
 
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Drop rows after the checkpoint's epoch (written before a crash, redone on resume)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: allocated CUDA memory on a GPU, the process's peak resident size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def _weights_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
