@@ -9,8 +9,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from dwiml.data import neighborhood
 from dwiml.data.dataset import MultiSubjectDataset
-from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
 from dwiml.data.streamlines import directions, point_streamline_ids
 
@@ -38,13 +38,17 @@ class OneInputStep:
     """Interpolate one input volume group at every point, run the model, compute the loss.
 
     The model sees points ``0 .. n-2`` of each streamline (where a next direction exists)
-    and predicts the direction to the next point of ``batch.target_points``.
+    and predicts the direction to the next point of ``batch.target_points``. With a
+    neighbourhood (see :mod:`dwiml.data.neighborhood`), a point's input is the features at
+    its ``K`` neighbour points one after the other: ``input_size = K * nb_features``.
     """
 
     def __init__(self, dataset: MultiSubjectDataset, input_group: str, device: str = "cpu",
-                 volume_cache_size: int = 4):
-        self.input_group = input_group
-        self.input_size = dataset.nb_features(input_group)
+                 volume_cache_size: int = 4, neighborhood_type: str = "none",
+                 neighborhood_radius_mm: float | None = None, neighborhood_nb_rings: int = 1):
+        self.dataset, self.input_group = dataset, input_group
+        self.neighborhood = neighborhood.Neighborhood(neighborhood_type, neighborhood_radius_mm, neighborhood_nb_rings)
+        self.input_size = dataset.nb_features(input_group) * len(self.neighborhood)
         self.device = torch.device(device)
         self.volumes = VolumeCache(dataset, input_group, self.device, volume_cache_size)
 
@@ -58,11 +62,14 @@ class OneInputStep:
         return model.compute_loss(outputs, target_dirs)
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
-        """Input features at ``points``, each from its own subject's volume (one call per subject)."""
+        """Input features at ``points`` and their neighbours, each from its own subject's volume
+        (one call per subject); zeros outside the volume."""
         subjects = torch.unique(point_subjects).tolist()
         first = self.volumes.get(batch.subset, subjects[0])
-        inputs = torch.empty(len(points), first.shape[-1], dtype=first.dtype, device=self.device)
+        inputs = torch.empty(len(points), self.input_size, dtype=first.dtype, device=self.device)
         for subject in subjects:
             mask = point_subjects == subject
-            inputs[mask] = trilinear(self.volumes.get(batch.subset, subject), points[mask])
+            voxel_sizes = self.dataset.subset(batch.subset).voxel_sizes(subject, self.input_group)
+            offsets = self.neighborhood.offsets_vox(torch.from_numpy(voxel_sizes))
+            inputs[mask] = neighborhood.interpolate(self.volumes.get(batch.subset, subject), points[mask], offsets)
         return inputs
