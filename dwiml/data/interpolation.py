@@ -15,33 +15,26 @@ from torch import Tensor
 def trilinear(volume: Tensor, points: Tensor) -> Tensor:
     """Interpolate ``volume`` ``(X, Y, Z, F)`` at ``points`` ``(N, 3)``; returns ``(N, F)``.
 
-    Runs on the device of ``volume``. Voxels ``k`` and ``k + 1`` along the last axis are
-    neighbours in memory, so each of the 4 ``(i, j)`` corner pairs is one row gather of
-    ``2F`` values; the largest intermediate is that ``(N, 2F)`` buffer, reused.
-    The weight of the voxel at ``c`` is ``max(0, 1 - |p - c|)`` per axis, so the lower
-    corner can be clamped into the volume: a corner outside gets weight 0 on its own.
+    Runs on the device of ``volume``. The weight of the voxel at ``c`` is ``max(0, 1 - |p - c|)``
+    per axis, so the lower corner can be clamped into the volume: a corner outside then gets
+    weight 0 on its own. The weighted sum of each point's 8 corner rows of the channels-last
+    table is one fused ``embedding_bag`` call: besides the output, memory holds only the
+    ``(N, 8)`` corner indices and weights, never an ``(N, 8, F)`` gather.
     """
     if min(volume.shape[:3]) < 2:  # one voxel along an axis: add a zero voxel (zeros outside anyway)
         volume = F.pad(volume, [0, 0] + [p for n in reversed(volume.shape[:3]) for p in (0, max(0, 2 - n))])
     volume = volume.contiguous()
     nx, ny, nz, nb_features = volume.shape
     points = points.to(volume.device)
-    shape = torch.tensor([nx, ny, nz], device=volume.device)
-    lower = points.floor().long().clamp_min(0).minimum(shape - 2)
+    lower = points.floor().long().clamp_min(0).minimum(torch.tensor([nx, ny, nz], device=volume.device) - 2)
     corner = torch.arange(2, device=volume.device).view(2, 1, 1)
-    weights = (1 - (points - lower - corner).abs()).clamp_min(0).to(volume.dtype)  # (2 corners, N, 3 axes)
-
-    pairs = volume.view(-1, nb_features).as_strided((nx * ny * nz - 1, 2 * nb_features), (nb_features, 1))
+    w = (1 - (points - lower - corner).abs()).clamp_min(0)  # (2 corners, N, 3 axes)
+    weights = w[:, None, None, :, 0] * w[None, :, None, :, 1] * w[None, None, :, :, 2]  # (2, 2, 2, N)
+    steps = torch.tensor([di * ny * nz + dj * nz + dk for di in (0, 1) for dj in (0, 1) for dk in (0, 1)],
+                         device=volume.device)
     first = lower[:, 0] * (ny * nz) + lower[:, 1] * nz + lower[:, 2]
-    rows = torch.empty(len(points), 2 * nb_features, dtype=volume.dtype, device=volume.device)
-    out = torch.zeros(len(points), nb_features, dtype=volume.dtype, device=volume.device)
-    for di in (0, 1):
-        for dj in (0, 1):
-            torch.index_select(pairs, 0, first + di * ny * nz + dj * nz, out=rows)
-            w_ij = weights[di, :, 0] * weights[dj, :, 1]
-            out.addcmul_(rows[:, :nb_features], (w_ij * weights[0, :, 2])[:, None])
-            out.addcmul_(rows[:, nb_features:], (w_ij * weights[1, :, 2])[:, None])
-    return out
+    return F.embedding_bag(first[:, None] + steps, volume.view(-1, nb_features), mode="sum",
+                           per_sample_weights=weights.reshape(8, -1).T.to(volume.dtype))
 
 
 def inside_mask(points: Tensor, shape: tuple[int, ...]) -> Tensor:
