@@ -1,8 +1,8 @@
 """Trilinear interpolation speed: dwiml against torch's grid_sample and scipy's map_coordinates.
 
 Samples a (size^3, features) float32 volume at random points (some up to one voxel outside)
-on the CPU and prints, measured side by side in one run, the median times, the ratios and the
-largest difference to scipy relative to the largest value. Usage:
+on the CPU and prints, measured side by side in one run (the candidates take turns), the median
+times, the ratios and the largest difference to scipy relative to the largest value. Usage:
     python bench/interpolation.py [--points 1000000] [--features 45] [--size 100] [--threads 2]
 """
 from __future__ import annotations
@@ -19,14 +19,15 @@ from scipy.ndimage import map_coordinates
 from dwiml.data.interpolation import trilinear
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
+def median_seconds(candidates: dict, repeats: int) -> dict[str, float]:
+    """Median time of each candidate, the candidates taking turns (fair on a shared machine)."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def grid_sample(volume: torch.Tensor, points: torch.Tensor, batch: int) -> torch.Tensor:
@@ -73,9 +74,9 @@ def main() -> None:
     expected = scipy()
     scale = np.abs(expected).max()
     errors = {name: np.abs(fn().numpy() - expected).max() / scale for name, fn in candidates.items()}
-    times = {name: median_seconds(fn, args.repeats) for name, fn in candidates.items()}
-    times["scipy map_coordinates (per channel)"] = median_seconds(scipy, args.repeats)
+    candidates["scipy map_coordinates (per channel)"] = scipy
     errors["scipy map_coordinates (per channel)"] = 0.0
+    times = median_seconds(candidates, args.repeats)
 
     print(f"{args.points} points, {args.features} float32 channels, {args.size}^3 volume, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
