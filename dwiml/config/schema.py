@@ -46,6 +46,7 @@ class LoaderConfig:
     _target_: str = "dwiml.data.loader.BatchLoader"
     streamline_group: str = "streamlines"
     step_size_mm: Optional[float] = 1.0
+    nb_points: Optional[int] = None
     reverse_ratio: float = 0.5
     split_ratio: float = 0.0
     min_points_after_split: int = 5
@@ -193,6 +194,9 @@ class OneInputStepConfig:
     _target_: str = "dwiml.training.steps.OneInputStep"
     input_group: str = "input"
     volume_cache_size: int = 4
+    neighborhood_type: str = "none"
+    neighborhood_radius_mm: Optional[float] = None
+    neighborhood_nb_rings: int = 1
     add_eos_target: bool = False
 
 

@@ -3,7 +3,15 @@
 It is a map-style dataset whose keys are the sampler's :class:`BatchSpec`, used as
 ``DataLoader(loader, sampler=sampler, batch_size=None)``, so loading runs in DataLoader
 workers. Volumes are not touched here: interpolation happens on the device, in the step.
-All transforms work on the packed points of the whole batch at once.
+All transforms work on the packed points of the whole batch at once, in this order:
+resampling (``step_size_mm`` or ``nb_points``, else the stored points are kept), split,
+reverse, noise. Compression is a creation-time option (its greedy algorithm is sequential
+along each streamline, so it has no batch-wide form): compressed streamlines are kept as
+stored when neither ``step_size_mm`` nor ``nb_points`` is set.
+
+Randomness: each batch draws from its own generator seeded with ``BatchSpec.seed`` (the
+sampler derives it from the run's seed, the epoch and the batch), so a batch is the same
+whichever DataLoader worker, or the main process, loads it.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from torch import Tensor
 from dwiml.data import streamlines as sl
 from dwiml.data.dataset import SubjectSet
 from dwiml.data.sampler import BatchSpec
+from dwiml.errors import DwimlError
 
 
 @dataclass
@@ -40,14 +49,20 @@ class Batch:
 
 
 class BatchLoader(torch.utils.data.Dataset):
-    """Turns a :class:`BatchSpec` into a :class:`Batch`."""
+    """Turns a :class:`BatchSpec` into a :class:`Batch`.
+
+    Noise sizes are standard deviations in mm, per axis, truncated at two of them.
+    ``augment=False`` (validation) keeps the resampling and skips split, reverse and noise.
+    """
 
     def __init__(self, subset: SubjectSet, streamline_group: str, step_size_mm: float | None = None,
-                 reverse_ratio: float = 0.0, split_ratio: float = 0.0, min_points_after_split: int = 5,
-                 noise_gaussian_size_forward: float = 0.0, noise_gaussian_size_loss: float = 0.0,
-                 augment: bool = True):
+                 nb_points: int | None = None, reverse_ratio: float = 0.0, split_ratio: float = 0.0,
+                 min_points_after_split: int = 5, noise_gaussian_size_forward: float = 0.0,
+                 noise_gaussian_size_loss: float = 0.0, augment: bool = True):
+        _check_options(step_size_mm, nb_points, reverse_ratio, split_ratio, min_points_after_split,
+                       noise_gaussian_size_forward, noise_gaussian_size_loss)
         self.subset, self.streamline_group = subset, streamline_group
-        self.step_size_mm = step_size_mm
+        self.step_size_mm, self.nb_points = step_size_mm, nb_points
         self.reverse_ratio, self.split_ratio = reverse_ratio, split_ratio
         self.min_points_after_split = min_points_after_split
         self.noise_forward, self.noise_loss = noise_gaussian_size_forward, noise_gaussian_size_loss
@@ -57,8 +72,8 @@ class BatchLoader(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(spec.seed)
         points, lengths, subjects = self._read(spec)
         voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
-        if self.step_size_mm:
-            points, lengths = sl.resample_step(points, lengths, voxel_sizes, self.step_size_mm)
+        if self.step_size_mm is not None or self.nb_points is not None:
+            points, lengths = self._resample(points, lengths, voxel_sizes)
             voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
         if self.augment and self.split_ratio > 0:
             points, lengths, subjects, voxel_sizes = self._split(points, lengths, subjects, voxel_sizes, gen)
@@ -86,6 +101,11 @@ class BatchLoader(torch.utils.data.Dataset):
             table[s] = torch.from_numpy(self.subset.voxel_sizes(s, self.streamline_group))
         return table[torch.repeat_interleave(subjects, lengths)]
 
+    def _resample(self, points: Tensor, lengths: Tensor, voxel_sizes: Tensor) -> tuple[Tensor, Tensor]:
+        if self.nb_points is not None:
+            return sl.resample(points, lengths, voxel_sizes, torch.full_like(lengths, self.nb_points))
+        return sl.resample_step(points, lengths, voxel_sizes, self.step_size_mm)
+
     def _split(self, points, lengths, subjects, voxel_sizes, gen):
         """Cut a ``split_ratio`` share of the streamlines at a random point (both halves long enough)."""
         m = self.min_points_after_split
@@ -98,5 +118,26 @@ class BatchLoader(torch.utils.data.Dataset):
 
 
 def _truncated_noise(shape: torch.Size, sigma_mm: float, gen: torch.Generator) -> Tensor:
-    """Gaussian noise in mm, truncated at two standard deviations."""
-    return (torch.randn(shape, generator=gen, dtype=torch.float64) * sigma_mm).clamp(-2 * sigma_mm, 2 * sigma_mm)
+    """Gaussian noise in mm, truncated (not clipped) at two standard deviations."""
+    noise = torch.empty(shape, dtype=torch.float64)
+    return torch.nn.init.trunc_normal_(noise, std=sigma_mm, a=-2 * sigma_mm, b=2 * sigma_mm, generator=gen)
+
+
+def _check_options(step_size_mm, nb_points, reverse_ratio, split_ratio, min_points_after_split,
+                   noise_forward, noise_loss) -> None:
+    """One-line errors naming the ``loader`` key at fault."""
+    if step_size_mm is not None and nb_points is not None:
+        raise DwimlError(f"loader: step_size_mm={step_size_mm} and nb_points={nb_points} are both set; "
+                         "set one of them, or neither to keep the stored points")
+    _require(step_size_mm is None or step_size_mm > 0, "step_size_mm", step_size_mm, "> 0 (mm) or null")
+    _require(nb_points is None or nb_points >= 2, "nb_points", nb_points, ">= 2 or null")
+    _require(0 <= reverse_ratio <= 1, "reverse_ratio", reverse_ratio, "in [0, 1]")
+    _require(0 <= split_ratio <= 1, "split_ratio", split_ratio, "in [0, 1]")
+    _require(min_points_after_split >= 2, "min_points_after_split", min_points_after_split, ">= 2")
+    _require(noise_forward >= 0, "noise_gaussian_size_forward", noise_forward, ">= 0 (mm)")
+    _require(noise_loss >= 0, "noise_gaussian_size_loss", noise_loss, ">= 0 (mm)")
+
+
+def _require(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise DwimlError(f"loader.{key}: {value} must be {rule}")

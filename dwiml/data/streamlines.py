@@ -63,17 +63,25 @@ def resample_step(points: Tensor, lengths: Tensor, voxel_sizes: Tensor,
     """Resample each streamline to equally spaced points about ``step_size_mm`` apart.
 
     Each streamline keeps its two end points and gets ``max(2, round(L / step) + 1)``
-    points (``L`` its length in mm), like ``dipy.tracking.streamline.set_number_of_points``
-    with that number. ``voxel_sizes`` is ``(3,)`` or per point ``(N, 3)``.
+    points (``L`` its length in mm). ``voxel_sizes`` is ``(3,)`` or per point ``(N, 3)``.
     """
-    if bool((lengths < 2).any()):
-        raise ValueError("resample_step needs streamlines of at least 2 points")
+    total = lengths_mm(points, lengths, voxel_sizes)
+    return resample(points, lengths, voxel_sizes, torch.clamp(torch.round(total / step_size_mm).long() + 1, min=2))
+
+
+def resample(points: Tensor, lengths: Tensor, voxel_sizes: Tensor, new_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Resample streamline ``b`` to ``new_lengths[b]`` points equally spaced along its length in mm.
+
+    Both end points are kept; this is ``dipy.tracking.streamline.set_number_of_points`` on the
+    streamlines in mm, for the whole batch at once. ``voxel_sizes`` is ``(3,)`` or ``(N, 3)``.
+    """
+    if bool((lengths < 2).any()) or bool((new_lengths < 2).any()):
+        raise ValueError("resampling needs streamlines of at least 2 points")
     seg = segment_lengths_mm(points, lengths, voxel_sizes)
     arc = torch.cumsum(seg, 0) - seg  # arc position of each point, continuous across the batch
     first = offsets(lengths)
     last = first + lengths - 1
     total = arc[last] - arc[first]
-    new_lengths = torch.clamp(torch.round(total / step_size_mm).long() + 1, min=2)
 
     sid = point_streamline_ids(new_lengths)
     k = point_local_ids(new_lengths).double()

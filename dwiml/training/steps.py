@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dwiml.data import neighborhood
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
@@ -20,14 +21,18 @@ class OneInputStep:
     The model sees points ``0 .. n-2`` of each streamline (where a next direction exists)
     and predicts the direction to the next point of ``batch.target_points``. With
     ``add_eos_target`` it also sees the last point, whose target is the end of the
-    streamline (``eos_targets`` true, a zero direction).
+    streamline (``eos_targets`` true, a zero direction). With a neighbourhood (see
+    :mod:`dwiml.data.neighborhood`), a point's input is the features at its ``K`` neighbour
+    points one after the other: ``input_size = K * nb_features``.
     """
 
     def __init__(self, dataset: MultiSubjectDataset, input_group: str, device: str = "cpu",
-                 volume_cache_size: int = 4, add_eos_target: bool = False):
-        self.input_group = input_group
+                 volume_cache_size: int = 4, add_eos_target: bool = False, neighborhood_type: str = "none",
+                 neighborhood_radius_mm: float | None = None, neighborhood_nb_rings: int = 1):
+        self.dataset, self.input_group = dataset, input_group
         self.add_eos_target = add_eos_target
-        self.input_size = dataset.nb_features(input_group)
+        self.neighborhood = neighborhood.Neighborhood(neighborhood_type, neighborhood_radius_mm, neighborhood_nb_rings)
+        self.input_size = dataset.nb_features(input_group) * len(self.neighborhood)
         self.device = torch.device(device)
         self.volumes = volume_source(dataset, input_group, self.device, volume_cache_size)
 
@@ -43,12 +48,16 @@ class OneInputStep:
         return model.compute_loss(outputs, target_dirs, last if self.add_eos_target else None)
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
-        """Input features at ``points``, each from its own subject's volume (one call per subject)."""
+        """Input features at ``points`` and their neighbours, each from its own subject's volume
+        (one call per subject); zeros outside the volume."""
         inputs = torch.empty(len(points), self.input_size, dtype=torch.float32, device=self.device)
         for subject in torch.unique(point_subjects).tolist():
             mask = point_subjects == subject
-            volume, local_points = self.volumes.around(batch.subset, subject, points[mask])
-            inputs[mask] = trilinear(volume, local_points)
+            voxel_sizes = self.dataset.subset(batch.subset).voxel_sizes(subject, self.input_group)
+            offsets_vox = self.neighborhood.offsets_vox(torch.from_numpy(voxel_sizes))
+            neighbours = neighborhood.neighbour_points(points[mask], offsets_vox)
+            volume, local_points = self.volumes.around(batch.subset, subject, neighbours)
+            inputs[mask] = trilinear(volume, local_points).view(len(neighbours) // len(offsets_vox), -1)
         return inputs
 
 
