@@ -116,6 +116,11 @@ class CometLoggerConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    _target_: str = "dwiml.training.loggers.TensorBoardLogger"
+
+
+@dataclass
 class TrainConfig:
     """The root: one entry per config group, plus run-wide settings."""
 
@@ -141,7 +146,7 @@ SCHEMAS = {
     "optim": {"optim": OptimConfig, "sgd": SGDConfig},
     "step": {"one_input": OneInputStepConfig},
     "trainer": {"trainer": TrainerConfig},
-    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig},
+    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig, "tensorboard": TensorBoardLoggerConfig},
 }
 
 
