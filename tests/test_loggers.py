@@ -11,6 +11,7 @@ from test_train import cache_dir, cli, metrics, run_training  # noqa: F401  (cac
 
 from dwiml.training.loggers import TensorBoardLogger
 
+TINY = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2"]
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
@@ -48,8 +49,7 @@ def test_training_with_tensorboard_logs_every_metric(cache_dir, tmp_path):  # no
 
 def test_a_resumed_offline_run_continues_the_same_comet_experiment(cache_dir, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    cli(tmp_path, cache_dir, "logger=comet_offline", "trainer.max_epochs=1",
-        "trainer.max_batches_per_epoch_training=2", f"hydra.run.dir={run}")
+    cli(tmp_path, cache_dir, "logger=comet_offline", *TINY, f"hydra.run.dir={run}")
     key = torch.load(run / "checkpoint" / "state.pt", weights_only=True)["logger_key"]
     cli(tmp_path, cache_dir, f"resume={run}", "trainer.max_epochs=2")
     assert torch.load(run / "checkpoint" / "state.pt", weights_only=True)["logger_key"] == key
@@ -63,3 +63,10 @@ def test_a_resumed_offline_run_continues_the_same_comet_experiment(cache_dir, tm
                                                    if m["type"] == "metric_msg"
                                                    and m["payload"]["metric"]["metricName"] == "valid_loss"]
     assert archives == {"create": [1], "get": [2]}  # `comet upload` adds the second to the same experiment
+
+
+def test_several_loggers_at_once(cache_dir, tmp_path):  # noqa: F811
+    run_training(cache_dir, tmp_path, ["logger=comet_offline_tensorboard", *TINY])
+    key = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["logger_key"]
+    assert [p.stem for p in (tmp_path / "comet").glob("*.zip")] == [key]
+    assert scalars(tmp_path / "tensorboard")["valid_loss"] == [(1, pytest.approx(float(metrics(tmp_path)[0]["valid_loss"])))]

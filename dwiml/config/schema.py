@@ -121,6 +121,12 @@ class TensorBoardLoggerConfig:
 
 
 @dataclass
+class LoggersConfig:
+    _target_: str = "dwiml.training.loggers.Loggers"
+    loggers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     """The root: one entry per config group, plus run-wide settings."""
 
@@ -146,7 +152,8 @@ SCHEMAS = {
     "optim": {"optim": OptimConfig, "sgd": SGDConfig},
     "step": {"one_input": OneInputStepConfig},
     "trainer": {"trainer": TrainerConfig},
-    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig, "tensorboard": TensorBoardLoggerConfig},
+    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
+               "loggers": LoggersConfig},
 }
 
 

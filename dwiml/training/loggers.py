@@ -94,6 +94,25 @@ class TensorBoardLogger(NoLogger):
             self.writer.close()
 
 
+class Loggers(NoLogger):
+    """Several loggers at once (e.g. comet.ml and TensorBoard); the run's key is the first one returned."""
+
+    def __init__(self, loggers: dict[str, NoLogger]):
+        self.loggers = list(loggers.values())
+
+    def start(self, run_dir: Path, config: dict, key: str | None) -> str | None:
+        keys = [logger.start(run_dir, config, key) for logger in self.loggers]
+        return next((k for k in keys if k is not None), None)
+
+    def log_metrics(self, metrics: dict, epoch: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, epoch)
+
+    def end(self) -> None:
+        for logger in self.loggers:
+            logger.end()
+
+
 def _flatten(config: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in config.items():
