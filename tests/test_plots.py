@@ -80,7 +80,7 @@ def test_a_sweep_expands_to_its_jobs_labelled_by_their_overrides(tmp_path):
     runs = find_runs([sweep, single])
     assert list(runs.values()) == [sweep / str(job) for job in range(12)] + [single]  # 10 and 11 after 9
     assert list(runs)[:3] == ["optim.lr=0.0", "optim.lr=0.001", "optim.lr=0.002"]
-    assert list(runs)[-1] == str(single)
+    assert list(runs)[-1] == "outputs/single"
 
     everything = find_runs([tmp_path])  # any folder above runs works too
     assert set(everything.values()) == set(runs.values())

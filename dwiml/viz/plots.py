@@ -27,6 +27,7 @@ PLOTS_DIR = "plots"
 DEFAULT_METRICS = ("loss", "learning_rate")
 PHASES = ("train", "valid")  # drawn dashed and solid
 FIGURE_WIDTH, PANEL_HEIGHT = 8.0, 3.2  # inches
+RUNS_LEGEND_LEFT = 0.72  # figure fraction where the legend of several runs starts
 
 
 def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> Path:
@@ -44,7 +45,8 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
         if not _columns(name, available):
             raise DwimlError(f"no metric '{name}' in {', '.join(str(r / METRICS_FILE) for r in runs.values())} "
                              f"(columns: {', '.join(sorted(available))})")
-    fig = Figure(figsize=(FIGURE_WIDTH, PANEL_HEIGHT * len(metrics)), layout="constrained")
+    height = PANEL_HEIGHT * len(metrics)
+    fig = Figure(figsize=(FIGURE_WIDTH, height))  # fixed margins: a layout engine doubles the drawing time
     axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
     colors = _colors(len(tables))
     for ax, name in zip(axes, metrics):
@@ -54,11 +56,16 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
         ax.set(xlabel="epoch", ylabel=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c, label=label) for c, label in zip(colors, tables) if label]
-    handles += [Line2D([], [], linestyle=_style(p), color="k", label=p) for p in PHASES
-                if any(c.startswith(f"{p}_") for name in metrics for c in _columns(name, available))]
-    if handles:
-        fig.legend(handles=handles, loc="outside right upper", fontsize="small", handlelength=3)
+    runs_legend = [Line2D([], [], color=c, label=label) for c, label in zip(colors, tables) if label]
+    phases_legend = [Line2D([], [], linestyle=_style(p), color="k", label=p) for p in PHASES
+                     if any(c.startswith(f"{p}_") for name in metrics for c in _columns(name, available))]
+    right = RUNS_LEGEND_LEFT - 0.02 if runs_legend else 0.97
+    fig.subplots_adjust(left=0.12, right=right, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.5 / PANEL_HEIGHT * 2)
+    if runs_legend:
+        fig.legend(handles=runs_legend + phases_legend, loc="upper left", bbox_to_anchor=(RUNS_LEGEND_LEFT, 0.99),
+                   fontsize="small", handlelength=3)
+    elif phases_legend:
+        axes[0].legend(handles=phases_legend, loc="upper right", fontsize="small", handlelength=3)
     return _save(fig, Path(out))
 
 
@@ -81,7 +88,7 @@ def find_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
     runs: dict[str, Path] = {}
     for path in map(Path, paths):
         if (path / METRICS_FILE).is_file():
-            runs[str(path)] = path
+            runs[_short_name(path)] = path
             continue
         jobs = sorted((m.parent for m in path.rglob(METRICS_FILE)), key=_natural_key)
         if not jobs:
@@ -95,7 +102,12 @@ def _label_by_overrides(sweep: Path, jobs: list[Path]) -> dict[str, Path]:
     overrides = [_overrides(job) for job in jobs]
     common = set.intersection(*map(set, overrides))
     labels = [" ".join(o for o in job_overrides if o not in common) for job_overrides in overrides]
-    return {label or str(job.relative_to(sweep.parent)): job for label, job in zip(labels, jobs)}
+    return {label or _short_name(job): job for label, job in zip(labels, jobs)}
+
+
+def _short_name(run_dir: Path) -> str:
+    """The last two parts of a run folder: ``<date>/<time>``, ``<time>/<job>``."""
+    return "/".join(run_dir.absolute().parts[-2:])
 
 
 def _overrides(run_dir: Path) -> list[str]:
@@ -111,8 +123,9 @@ def _columns(name: str, columns) -> list[str]:
     return [c for c in candidates if c in columns]
 
 
-def _style(column: str) -> str:
-    return "--" if column.startswith("train_") else "-"
+def _style(name: str) -> str:
+    """Dashed for training (``train``, ``train_loss``), solid otherwise."""
+    return "--" if name.split("_")[0] == "train" else "-"
 
 
 def _colors(nb_runs: int) -> list:
