@@ -10,20 +10,11 @@ import argparse
 import csv
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from interpolation import median_seconds  # bench/, the script's folder, is on sys.path
+
 from dwiml.viz.plots import plot_metrics, read_metrics
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def fake_run(folder: Path, nb_epochs: int) -> Path:
