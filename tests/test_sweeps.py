@@ -76,3 +76,15 @@ def test_slurm_launcher_preset_composes_with_requeue():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.additional_parameters.requeue is True
+
+
+def test_a_failed_optuna_trial_does_not_end_the_search(cache_dir, tmp_path):  # noqa: F811
+    cli(tmp_path, cache_dir, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=1.0", "step.input_group=choice(nope,input)", "model.hidden_sizes=[8]", *TINY)
+    sweep = sweep_folder(tmp_path)
+    failed = [p.parent for p in sweep.glob("*/train.log") if "no volume group 'nope'" in p.read_text()]
+    trained = [p.parent for p in sweep.glob("*/metrics.csv")]
+    assert failed and trained and len(failed) + len(trained) == 3
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_params"]["step.input_group"] == "input"
+    assert math.isclose(results["best_value"], min(map(best_valid_loss, trained)), rel_tol=1e-12)
