@@ -34,7 +34,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for nb_epochs in (10, 100, 1000):
             run = fake_run(Path(tmp) / str(nb_epochs), nb_epochs)
-            print(f"plot_metrics, {nb_epochs:4d} epochs: median {median_seconds(lambda: plot_metrics(run), args.repeats):.3f} s")
+            seconds = median_seconds(lambda: plot_metrics(run), args.repeats)
+            print(f"plot_metrics, {nb_epochs:4d} epochs: median {seconds:.3f} s")
     if args.run_dir:
         plot = median_seconds(lambda: plot_metrics(args.run_dir), args.repeats)
         epoch = statistics.median(read_metrics(args.run_dir)["epoch_seconds"])

@@ -69,4 +69,5 @@ def test_several_loggers_at_once(cache_dir, tmp_path):  # noqa: F811
     run_training(cache_dir, tmp_path, ["logger=comet_offline_tensorboard", *TINY])
     key = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["logger_key"]
     assert [p.stem for p in (tmp_path / "comet").glob("*.zip")] == [key]
-    assert scalars(tmp_path / "tensorboard")["valid_loss"] == [(1, pytest.approx(float(metrics(tmp_path)[0]["valid_loss"])))]
+    valid_loss = float(metrics(tmp_path)[0]["valid_loss"])
+    assert scalars(tmp_path / "tensorboard")["valid_loss"] == [(1, pytest.approx(valid_loss))]

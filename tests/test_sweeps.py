@@ -13,7 +13,8 @@ from test_train import ROOT, cache_dir, cli, metrics, run_training  # noqa: F401
 
 from dwiml.viz.plots import find_runs, plot_runs
 
-TINY = ("trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2", "trainer.max_batches_per_epoch_validation=1")
+TINY = ("trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2",
+        "trainer.max_batches_per_epoch_validation=1")
 
 
 def sweep_folder(cwd):

@@ -10,7 +10,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
     phases_legend = [Line2D([], [], linestyle=_style(p), color="k", label=p) for p in PHASES
                      if any(c.startswith(f"{p}_") for name in metrics for c in _columns(name, available))]
     right = RUNS_LEGEND_LEFT - 0.02 if runs_legend else 0.97
-    fig.subplots_adjust(left=0.12, right=right, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.5 / PANEL_HEIGHT * 2)
+    fig.subplots_adjust(left=0.12, right=right, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.3)
     if runs_legend:
         fig.legend(handles=runs_legend + phases_legend, loc="upper left", bbox_to_anchor=(RUNS_LEGEND_LEFT, 0.99),
                    fontsize="small", handlelength=3)
@@ -69,7 +69,7 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
     return _save(fig, Path(out))
 
 
-def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
+def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The numeric columns of ``<run_dir>/metrics.csv`` (empty or non-numeric cells are NaN)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -118,7 +118,7 @@ def _overrides(run_dir: Path) -> list[str]:
         return [str(o) for o in yaml.safe_load(f) or []]
 
 
-def _columns(name: str, columns) -> list[str]:
+def _columns(name: str, columns: Collection[str]) -> list[str]:
     candidates = [name] if name in columns else [f"{phase}_{name}" for phase in PHASES]
     return [c for c in candidates if c in columns]
 
