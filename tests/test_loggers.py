@@ -11,7 +11,8 @@ from test_train import cache_dir, cli, metrics, run_training  # noqa: F401  (cac
 
 from dwiml.training.loggers import TensorBoardLogger
 
-TINY = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2"]
+TINY = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=2",
+        "trainer.max_batches_per_epoch_validation=1"]
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
@@ -37,8 +38,7 @@ def test_tensorboard_logger_writes_scalars_and_a_resume_replaces_redone_epochs(t
 
 
 def test_training_with_tensorboard_logs_every_metric(cache_dir, tmp_path):  # noqa: F811
-    run_training(cache_dir, tmp_path, ["logger=tensorboard", "trainer.max_epochs=2",
-                                       "trainer.max_batches_per_epoch_training=2"])
+    run_training(cache_dir, tmp_path, ["logger=tensorboard", *TINY, "trainer.max_epochs=2"])
     logged = scalars(tmp_path / "tensorboard")
     rows = metrics(tmp_path)
     assert set(logged) == set(rows[0]) - {"epoch"}
