@@ -10,6 +10,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dwiml.config import schema
@@ -28,6 +30,8 @@ def hydra_main(cfg: DictConfig) -> float:
         return train(cfg)
     except DwimlError as e:
         log.error("error: %s", e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records the job as failed (Optuna: a failed trial, within max_failure_rate)
         sys.exit(1)
     except TrainingInterrupted:
         sys.exit(RESUMABLE_EXIT)

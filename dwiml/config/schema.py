@@ -226,6 +226,7 @@ class TrainerConfig:
     max_minutes: Optional[float] = None
     auto_resume: bool = False
     progress_bar: bool = True
+    plot_every_epochs: Optional[int] = 5  # plots/metrics.png every N epochs and at the end; null: never
 
 
 @dataclass
@@ -286,6 +287,17 @@ class CometLoggerConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    _target_: str = "dwiml.training.loggers.TensorBoardLogger"
+
+
+@dataclass
+class LoggersConfig:
+    _target_: str = "dwiml.training.loggers.Loggers"
+    loggers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     """The root: one entry per config group, plus run-wide settings."""
 
@@ -321,7 +333,8 @@ SCHEMAS = {
                   "cosine_warmup": CosineWarmupLRConfig, "plateau": PlateauLRConfig},
     "step": {"one_input": OneInputStepConfig, "streamlines": StreamlinesStepConfig},
     "trainer": {"trainer": TrainerConfig},
-    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig},
+    "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
+               "loggers": LoggersConfig},
 }
 
 
@@ -360,4 +373,4 @@ def register_configs() -> None:
             cs.store(group=group, name=f"{name}_schema", node=node)
     OmegaConf.register_new_resolver("dwiml_run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("dwiml_output_subdir", output_subdir, replace=True)
-    OmegaConf.register_new_resolver("dwiml_now", run_started, replace=True)
+    OmegaConf.register_new_resolver("dwiml_now", run_started, replace=True, use_cache=True)  # like ${now:}: sweep jobs in other processes keep the value

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 from dwiml.errors import DwimlError
 
 
@@ -57,6 +59,58 @@ class CometLogger(NoLogger):
     def end(self) -> None:
         if self.experiment is not None:
             self.experiment.end()
+
+
+class TensorBoardLogger(NoLogger):
+    """TensorBoard event files in ``<run_dir>/tensorboard/`` (view with ``tensorboard --logdir``)."""
+
+    def __init__(self) -> None:
+        self.log_dir: Path | None = None
+        self.config: dict = {}
+        self.writer = None
+
+    def start(self, run_dir: Path, config: dict, key: str | None) -> str | None:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise DwimlError("logger=tensorboard needs the tensorboard package: "
+                             "pip install 'dwiml[tensorboard]'") from None
+        self.log_dir, self.config = Path(run_dir) / "tensorboard", config
+        return key
+
+    def log_metrics(self, metrics: dict, epoch: int) -> None:
+        if self.writer is None:  # opened at the first epoch logged: a resumed run drops later, redone steps
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=epoch)
+            self.writer.add_text("config", f"```\n{yaml.safe_dump(self.config, sort_keys=False)}```", epoch)
+        for name, value in metrics.items():
+            if name != "epoch":
+                self.writer.add_scalar(name, value, epoch)
+        self.writer.flush()
+
+    def end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Loggers(NoLogger):
+    """Several loggers at once (e.g. comet.ml and TensorBoard); the run's key is the first one returned."""
+
+    def __init__(self, loggers: dict[str, NoLogger]):
+        self.loggers = list(loggers.values())
+
+    def start(self, run_dir: Path, config: dict, key: str | None) -> str | None:
+        keys = [logger.start(run_dir, config, key) for logger in self.loggers]
+        return next((k for k in keys if k is not None), None)
+
+    def log_metrics(self, metrics: dict, epoch: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, epoch)
+
+    def end(self) -> None:
+        for logger in self.loggers:
+            logger.end()
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

@@ -46,6 +46,7 @@ from dwiml.training.checkpoint import find_checkpoint, load_checkpoint, rng_stat
 from dwiml.training.loggers import NoLogger
 from dwiml.training.metrics_log import CsvLog
 from dwiml.training.stopping import EarlyStopping, StopRequests
+from dwiml.viz.plots import plot_metrics
 
 METRICS, BATCH_METRICS, BEST_MODEL = "metrics.csv", "batch_metrics.csv", "best_model"
 METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
@@ -78,7 +79,7 @@ class Trainer:
                  ema_decay: float | None = None, precision: str = "32", compile: bool = False,
                  strategy: str = "single", checkpoint_every_minutes: float | None = None,
                  checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
-                 auto_resume: bool = False, progress_bar: bool = True):
+                 auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 5):
         _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches)
         self.device = torch.device(device)
         self.model, self.model_config = model.to(self.device), model_config
@@ -100,6 +101,7 @@ class Trainer:
         self.clip_grad_norm, self.accumulate = clip_grad_norm, accumulate_grad_batches
         self.checkpoint_every = {"minutes": checkpoint_every_minutes, "batches": checkpoint_every_batches}
         self.max_minutes, self.auto_resume, self.progress_bar = max_minutes, auto_resume, progress_bar
+        self.plot_every_epochs = plot_every_epochs
         self.metrics = CsvLog(self.run_dir / METRICS, METRIC_COLUMNS)
         self.batch_metrics = CsvLog(self.run_dir / BATCH_METRICS, BATCH_COLUMNS)
         self.epoch, self.batch_index, self.totals = 0, 0, _fresh_totals()  # epochs done, batches done in the next
@@ -126,6 +128,8 @@ class Trainer:
         finally:
             if dist.is_main():
                 self.logger.end()
+        if self.plot_every_epochs and self.epoch % self.plot_every_epochs and dist.is_main():
+            plot_metrics(self.run_dir)  # the last epochs, when not plotted yet
         if self.early_stopping.out_of_patience:
             log.info("early stopping: no improvement of %s for %d epochs (best epoch %d)",
                      self.early_stopping.monitor, self.early_stopping.bad_epochs, self.best_epoch)
@@ -230,6 +234,8 @@ class Trainer:
                 save_model(self._eval_model(), self.model_config, self.run_dir / BEST_MODEL)
             self.metrics.append([metrics])
             self.logger.log_metrics(metrics, epoch)
+            if self.plot_every_epochs and epoch % self.plot_every_epochs == 0:
+                plot_metrics(self.run_dir)
         self._save()
         log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s", epoch, train_loss,
                  valid_loss, metrics["epoch_seconds"], metrics["data_seconds"], " (best)" if improved else "")

@@ -1,0 +1,154 @@
+"""Curves of a run's ``metrics.csv`` (one row per epoch), alone or overlaid with other runs.
+
+A metric name selects a column, or the pair ``train_<name>`` / ``valid_<name>`` drawn in one
+panel (``loss`` draws train_loss and valid_loss). Figures are drawn with matplotlib's object
+API (no pyplot, no global backend) and written under a temporary name, then renamed.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from dwiml.errors import DwimlError
+
+METRICS_FILE = "metrics.csv"
+PLOTS_DIR = "plots"
+DEFAULT_METRICS = ("loss", "learning_rate")
+PHASES = ("train", "valid")  # drawn dashed and solid
+FIGURE_WIDTH, PANEL_HEIGHT = 8.0, 3.2  # inches
+RUNS_LEGEND_LEFT = 0.72  # figure fraction where the legend of several runs starts
+
+
+def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> Path:
+    """Write ``<run_dir>/plots/metrics.png`` from ``<run_dir>/metrics.csv``; return its path."""
+    run_dir = Path(run_dir)
+    return plot_runs({"": run_dir}, run_dir / PLOTS_DIR / "metrics.png", metrics)
+
+
+def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] | None = None) -> Path:
+    """Overlay the runs (label -> run folder) in one figure, one panel per metric; return ``out``."""
+    tables = {label: read_metrics(run) for label, run in runs.items()}
+    metrics = list(metrics or DEFAULT_METRICS)
+    available = set().union(*tables.values())
+    for name in metrics:
+        if not _columns(name, available):
+            raise DwimlError(f"no metric '{name}' in {', '.join(str(r / METRICS_FILE) for r in runs.values())} "
+                             f"(columns: {', '.join(sorted(available))})")
+    height = PANEL_HEIGHT * len(metrics)
+    fig = Figure(figsize=(FIGURE_WIDTH, height))  # fixed margins: a layout engine doubles the drawing time
+    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    colors = _colors(len(tables))
+    for ax, name in zip(axes, metrics):
+        for color, table in zip(colors, tables.values()):
+            for column in _columns(name, table):
+                ax.plot(table["epoch"], table[column], _style(column), color=color, marker=".")
+        ax.set(xlabel="epoch", ylabel=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    runs_legend = [Line2D([], [], color=c, label=label) for c, label in zip(colors, tables) if label]
+    phases_legend = [Line2D([], [], linestyle=_style(p), color="k", label=p) for p in PHASES
+                     if any(c.startswith(f"{p}_") for name in metrics for c in _columns(name, available))]
+    right = RUNS_LEGEND_LEFT - 0.02 if runs_legend else 0.97
+    fig.subplots_adjust(left=0.12, right=right, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.3)
+    if runs_legend:
+        fig.legend(handles=runs_legend + phases_legend, loc="upper left", bbox_to_anchor=(RUNS_LEGEND_LEFT, 0.99),
+                   fontsize="small", handlelength=3)
+    elif phases_legend:
+        axes[0].legend(handles=phases_legend, loc="upper right", fontsize="small", handlelength=3)
+    return _save(fig, Path(out))
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The numeric columns of ``<run_dir>/metrics.csv`` (empty or non-numeric cells are NaN)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise DwimlError(f"{path}: no such metrics file")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "epoch" not in rows[0]:
+        raise DwimlError(f"{path}: no epoch rows (expected a header with an 'epoch' column)")
+    columns = {key: np.array([_to_float(row[key]) for row in rows]) for key in rows[0]}
+    return {key: values for key, values in columns.items() if not np.isnan(values).all()}
+
+
+def find_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
+    """Label -> run folder for every run in ``paths``; a folder without ``metrics.csv`` (a multirun
+    sweep, ``outputs/``) expands to the runs below it, labelled by the overrides that differ."""
+    runs: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if (path / METRICS_FILE).is_file():
+            runs[_short_name(path)] = path
+            continue
+        jobs = sorted((m.parent for m in path.rglob(METRICS_FILE)), key=_natural_key)
+        if not jobs:
+            raise DwimlError(f"{path}: no {METRICS_FILE} in this folder or below it")
+        for label, job in _label_by_overrides(path, jobs).items():
+            runs[label if label not in runs else str(job)] = job
+    return runs
+
+
+def _label_by_overrides(sweep: Path, jobs: list[Path]) -> dict[str, Path]:
+    overrides = [_overrides(job) for job in jobs]
+    common = set.intersection(*map(set, overrides))
+    labels = [" ".join(o for o in job_overrides if o not in common) for job_overrides in overrides]
+    return {label or _short_name(job): job for label, job in zip(labels, jobs)}
+
+
+def _short_name(run_dir: Path) -> str:
+    """The last two parts of a run folder: ``<date>/<time>``, ``<time>/<job>``."""
+    return "/".join(run_dir.absolute().parts[-2:])
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [str(o) for o in yaml.safe_load(f) or []]
+
+
+def _columns(name: str, columns: Collection[str]) -> list[str]:
+    candidates = [name] if name in columns else [f"{phase}_{name}" for phase in PHASES]
+    return [c for c in candidates if c in columns]
+
+
+def _style(name: str) -> str:
+    """Dashed for training (``train``, ``train_loss``), solid otherwise."""
+    return "--" if name.split("_")[0] == "train" else "-"
+
+
+def _colors(nb_runs: int) -> list:
+    """matplotlib's ten default colours, or evenly spaced colours of a colour map for more runs."""
+    if nb_runs <= 10:
+        return [f"C{i}" for i in range(nb_runs)]
+    return list(colormaps["turbo"](np.linspace(0.05, 0.95, nb_runs)))
+
+
+def _to_float(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, out)
+    return out
