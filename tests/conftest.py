@@ -1,6 +1,8 @@
-"""Fixtures: tiny real files (NIfTI, TRK, HDF5) written with nibabel, dipy and dwiml itself."""
+"""Fixtures: tiny real files (NIfTI, TRK, HDF5) written with nibabel, dipy and dwiml itself;
+training through Hydra's compose API."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import nibabel as nib
@@ -9,8 +11,14 @@ import pytest
 import yaml
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 from dipy.io.streamline import save_tractogram
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
+import dwiml.config  # noqa: F401
+from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.hdf5 import create_hdf5, load_groups_config
+from dwiml.training.run import train
 
 SHAPE = (12, 10, 8)
 # Anisotropic voxels, a flipped first axis and a translation: conventions must hold anyway.
@@ -68,3 +76,34 @@ def hdf5_path(subjects_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hdf5") / "data.hdf5"
     return create_hdf5(subjects_dir, load_groups_config(subjects_dir / "groups.yaml"), out,
                        SUBJECTS["training"], SUBJECTS["validation"], SUBJECTS["testing"])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    phantom_hdf5(cache, nb_subjects=3, seed=1234)
+    return cache
+
+
+def compose_run(cache_dir: Path, run_dir: Path, overrides: list[str]):
+    phantom = [f"dataset.cache_dir={cache_dir}", "dataset.nb_subjects=3"]
+    base = ["trainer.progress_bar=false", *([] if "dataset=hdf5" in overrides else phantom)]
+    with initialize_config_module("dwiml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=base + overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def run_training(cache_dir: Path, run_dir: Path, overrides: list[str]) -> float:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train(compose_run(cache_dir, run_dir, overrides))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))

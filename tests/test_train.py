@@ -1,7 +1,6 @@
 """Training through the real configs: Hydra's compose API, and the real command line."""
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -9,49 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
-from omegaconf import open_dict
 
-import dwiml.config  # noqa: F401
-from dwiml.data.builtin import phantom_hdf5
+from conftest import compose_run, metrics, run_training
 from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
-from dwiml.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    cache = tmp_path_factory.mktemp("cache")
-    phantom_hdf5(cache, nb_subjects=3, seed=1234)
-    return cache
-
-
-def compose_run(cache_dir: Path, run_dir: Path, overrides: list[str]):
-    phantom = [f"dataset.cache_dir={cache_dir}", "dataset.nb_subjects=3"]
-    base = ["trainer.progress_bar=false", *([] if "dataset=hdf5" in overrides else phantom)]
-    with initialize_config_module("dwiml.conf", version_base="1.3"):
-        cfg = compose("train", overrides=base + overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
-
-
-def run_training(cache_dir: Path, run_dir: Path, overrides: list[str]) -> float:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return train(compose_run(cache_dir, run_dir, overrides))
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):

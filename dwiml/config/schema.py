@@ -57,15 +57,64 @@ class CosineRegressionConfig:
 
 
 @dataclass
+class IdentityEmbeddingConfig:
+    _target_: str = "dwiml.models.embeddings.IdentityEmbedding"
+    _partial_: bool = True
+
+
+@dataclass
+class LinearEmbeddingConfig:
+    _target_: str = "dwiml.models.embeddings.LinearEmbedding"
+    _partial_: bool = True
+    out_size: int = 64
+    activation: Optional[str] = "relu"
+
+
+@dataclass
+class CNNEmbeddingConfig:
+    _target_: str = "dwiml.models.embeddings.CNNEmbedding"
+    _partial_: bool = True
+    width: int = 3
+    channels: list[int] = field(default_factory=lambda: [16])
+    kernel_size: int = 2
+
+
+@dataclass
 class Learn2TrackConfig:
     _target_: str = "dwiml.models.learn2track.Learn2Track"
     rnn_type: str = "lstm"
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     nb_previous_dirs: int = 0
+    prev_dirs_embedding_size: Optional[int] = None
+    input_embedding: Any = MISSING
     dropout: float = 0.0
     layer_norm: bool = False
     skip_connections: bool = False
     head: CosineRegressionConfig = field(default_factory=CosineRegressionConfig)
+
+
+@dataclass
+class TransformerConfig:
+    _target_: str = "dwiml.models.transformer.Transformer"
+    variant: str = "encoder_decoder"
+    d_model: int = 64
+    nheads: int = 4
+    nb_layers: int = 2
+    nb_decoder_layers: Optional[int] = None
+    ff_size: int = 128
+    dropout: float = 0.1
+    direction_embedding_size: int = 16
+    input_embedding: Any = MISSING
+    head: CosineRegressionConfig = field(default_factory=CosineRegressionConfig)
+
+
+@dataclass
+class AutoencoderConfig:
+    _target_: str = "dwiml.models.autoencoder.StreamlineAutoencoder"
+    nb_points: int = 32
+    latent_size: int = 32
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
 
 
 @dataclass
@@ -88,6 +137,12 @@ class OneInputStepConfig:
     _target_: str = "dwiml.training.steps.OneInputStep"
     input_group: str = "input"
     volume_cache_size: int = 4
+    add_eos_target: bool = False
+
+
+@dataclass
+class StreamlinesStepConfig:
+    _target_: str = "dwiml.training.steps.StreamlinesStep"
 
 
 @dataclass
@@ -137,9 +192,11 @@ SCHEMAS = {
     "dataset": {"phantom": PhantomDatasetConfig, "hdf5": HDF5DatasetConfig},
     "sampler": {"sampler": SamplerConfig},
     "loader": {"loader": LoaderConfig},
-    "model": {"learn2track": Learn2TrackConfig},
+    "model": {"learn2track": Learn2TrackConfig, "transformer": TransformerConfig, "autoencoder": AutoencoderConfig},
+    "model/input_embedding": {"identity": IdentityEmbeddingConfig, "linear": LinearEmbeddingConfig,
+                              "cnn": CNNEmbeddingConfig},
     "optim": {"optim": OptimConfig, "sgd": SGDConfig},
-    "step": {"one_input": OneInputStepConfig},
+    "step": {"one_input": OneInputStepConfig, "streamlines": StreamlinesStepConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig},
 }

@@ -6,8 +6,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from dwiml.data.streamlines import point_local_ids
 from dwiml.errors import DwimlError
+from dwiml.models.embeddings import IdentityEmbedding, PreviousDirections
+from dwiml.models.interface import State, head_loss
 from dwiml.models.packing import pack, unpack
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -16,26 +17,31 @@ RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
 class Learn2Track(nn.Module):
     """Stacked LSTM/GRU layers (sizes ``hidden_sizes``) and a direction head.
 
-    At each point the RNN sees the interpolated input and, optionally, the
+    At each point the RNN sees the embedded input and, optionally, the embedded
     ``nb_previous_dirs`` previous segment directions (zeros where there are none yet).
+    Each layer is followed by layer norm (optional) and dropout; with skip connections
+    the head sees the outputs of every layer.
     """
 
     def __init__(self, input_size: int, head: Callable[[int], nn.Module], rnn_type: str = "lstm",
                  hidden_sizes: list[int] | tuple[int, ...] = (64, 64), nb_previous_dirs: int = 0,
+                 prev_dirs_embedding_size: int | None = None,
+                 input_embedding: Callable[[int], nn.Module] = IdentityEmbedding,
                  dropout: float = 0.0, layer_norm: bool = False, skip_connections: bool = False):
         super().__init__()
         if rnn_type not in RNN_TYPES:
             raise DwimlError(f"model.rnn_type must be one of {sorted(RNN_TYPES)}, got '{rnn_type}'")
         if not hidden_sizes:
             raise DwimlError("model.hidden_sizes must list at least one layer size")
-        self.nb_previous_dirs = nb_previous_dirs
+        self.rnn_type, self.hidden_sizes = rnn_type, list(hidden_sizes)
         self.skip_connections = skip_connections
-        sizes = [input_size + 3 * nb_previous_dirs, *hidden_sizes]
+        self.input_embedding = input_embedding(input_size)
+        self.previous_dirs = PreviousDirections(nb_previous_dirs, prev_dirs_embedding_size)
+        sizes = [self.input_embedding.out_size + self.previous_dirs.out_size, *hidden_sizes]
         self.rnns = nn.ModuleList(RNN_TYPES[rnn_type](a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.norms = nn.ModuleList(nn.LayerNorm(b) if layer_norm else nn.Identity() for b in hidden_sizes)
         self.dropout = nn.Dropout(dropout)
-        out_size = sum(hidden_sizes) if skip_connections else hidden_sizes[-1]
-        self.head = head(out_size)
+        self.head = head(sum(hidden_sizes) if skip_connections else hidden_sizes[-1])
 
     def forward(self, inputs: Tensor, lengths: Tensor, directions: Tensor | None = None) -> Tensor:
         """Head outputs at every point: ``inputs`` ``(N, F)`` packed, ``lengths`` ``(B,)``.
@@ -43,28 +49,48 @@ class Learn2Track(nn.Module):
         ``directions`` ``(N, 3)`` are the segment directions leaving each point; point ``i``
         is given the ones leaving points ``i-1 ... i-nb_previous_dirs``.
         """
-        if self.nb_previous_dirs:
-            inputs = torch.cat([inputs, self.previous_directions(directions, lengths)], dim=1)
-        x, index = pack(inputs, lengths)
+        x = self.input_embedding(inputs)
+        if self.previous_dirs.nb_previous_dirs:
+            x = torch.cat([x, self.previous_dirs(directions, lengths)], dim=1)
+        x, index = pack(x, lengths)
         layer_outputs = []
         for rnn, norm in zip(self.rnns, self.norms):
             x, _ = rnn(x)
             x = x._replace(data=self.dropout(norm(x.data)))
             layer_outputs.append(x.data)
-        features = torch.cat(layer_outputs, dim=1) if self.skip_connections else x.data
-        return self.head(unpack(features, index))
+        return self.head(unpack(self._features(layer_outputs), index))
 
-    def previous_directions(self, directions: Tensor, lengths: Tensor) -> Tensor:
-        """``(N, 3 * nb_previous_dirs)``: normalized previous directions, zeros before the start."""
-        unit = nn.functional.normalize(directions, dim=1)
-        local = point_local_ids(lengths)
-        rows = torch.arange(len(unit), device=unit.device)
-        parts = []
-        for k in range(1, self.nb_previous_dirs + 1):
-            has = (local >= k)[:, None]
-            parts.append(torch.where(has, unit[(rows - k).clamp_min(0)], 0.0))
-        return torch.cat(parts, dim=1)
-
-    def compute_loss(self, outputs: Tensor, target_dirs: Tensor) -> tuple[Tensor, int]:
+    def compute_loss(self, outputs: Tensor, target_dirs: Tensor,
+                     eos_targets: Tensor | None = None) -> tuple[Tensor, int]:
         """Mean loss over points, and the number of points."""
-        return self.head.loss(outputs, target_dirs).mean(), len(target_dirs)
+        return head_loss(self.head, outputs, target_dirs, eos_targets)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        """Zero hidden states (``h<layer>``, and ``c<layer>`` for LSTMs), no previous direction."""
+        state = {"previous_dirs": self.previous_dirs.initial_history(batch_size, device)}
+        for i, size in enumerate(self.hidden_sizes):
+            for name in ("h", "c") if self.rnn_type == "lstm" else ("h",):
+                state[f"{name}{i}"] = torch.zeros(batch_size, size, device=device)
+        return state
+
+    def track_step(self, inputs: Tensor, last_dirs: Tensor, state: State) -> tuple[Tensor, State]:
+        """One point per streamline: ``inputs`` ``(B, F)``, ``last_dirs`` ``(B, 3)``."""
+        x = self.input_embedding(inputs)
+        previous, history = self.previous_dirs.step(last_dirs, state["previous_dirs"])
+        if self.previous_dirs.nb_previous_dirs:
+            x = torch.cat([x, previous], dim=1)
+        new_state = {"previous_dirs": history}
+        layer_outputs = []
+        for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+            if self.rnn_type == "lstm":
+                out, (h, c) = rnn(x[None], (state[f"h{i}"][None], state[f"c{i}"][None]))
+                new_state[f"c{i}"] = c[0]
+            else:
+                out, h = rnn(x[None], state[f"h{i}"][None])
+            new_state[f"h{i}"] = h[0]
+            x = self.dropout(norm(out[0]))
+            layer_outputs.append(x)
+        return self.head(self._features(layer_outputs)), new_state
+
+    def _features(self, layer_outputs: list[Tensor]) -> Tensor:
+        return torch.cat(layer_outputs, dim=1) if self.skip_connections else layer_outputs[-1]

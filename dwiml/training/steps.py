@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
-from dwiml.data.streamlines import directions, point_streamline_ids
+from dwiml.data.streamlines import offsets, point_streamline_ids
 
 
 class VolumeCache:
@@ -38,24 +38,29 @@ class OneInputStep:
     """Interpolate one input volume group at every point, run the model, compute the loss.
 
     The model sees points ``0 .. n-2`` of each streamline (where a next direction exists)
-    and predicts the direction to the next point of ``batch.target_points``.
+    and predicts the direction to the next point of ``batch.target_points``. With
+    ``add_eos_target`` it also sees the last point, whose target is the end of the
+    streamline (``eos_targets`` true, a zero direction).
     """
 
     def __init__(self, dataset: MultiSubjectDataset, input_group: str, device: str = "cpu",
-                 volume_cache_size: int = 4):
+                 volume_cache_size: int = 4, add_eos_target: bool = False):
         self.input_group = input_group
+        self.add_eos_target = add_eos_target
         self.input_size = dataset.nb_features(input_group)
         self.device = torch.device(device)
         self.volumes = VolumeCache(dataset, input_group, self.device, volume_cache_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
         batch = batch.to(self.device)
-        target_dirs, start_ids = directions(batch.target_points, batch.lengths)
-        input_dirs, _ = directions(batch.points, batch.lengths)
-        points = batch.points[start_ids]
-        inputs = self.interpolate(batch, points, batch.subjects[point_streamline_ids(batch.lengths)][start_ids])
-        outputs = model(inputs, batch.lengths - 1, input_dirs)
-        return model.compute_loss(outputs, target_dirs)
+        last = last_points(batch.lengths)
+        rows = torch.ones_like(last) if self.add_eos_target else ~last
+        points = batch.points[rows]
+        inputs = self.interpolate(batch, points, batch.subjects[point_streamline_ids(batch.lengths)][rows])
+        lengths = batch.lengths if self.add_eos_target else batch.lengths - 1
+        outputs = model(inputs, lengths, segments(batch.points, last)[rows])
+        target_dirs = segments(batch.target_points, last)[rows]
+        return model.compute_loss(outputs, target_dirs, last if self.add_eos_target else None)
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
         """Input features at ``points``, each from its own subject's volume (one call per subject)."""
@@ -66,3 +71,31 @@ class OneInputStep:
             mask = point_subjects == subject
             inputs[mask] = trilinear(self.volumes.get(batch.subset, subject), points[mask])
         return inputs
+
+
+class StreamlinesStep:
+    """The streamlines are the whole input: the model gets the packed points (no volume)
+    and its loss compares its outputs with ``batch.target_points``."""
+
+    input_size = 3
+
+    def __init__(self, dataset: MultiSubjectDataset, device: str = "cpu"):
+        self.device = torch.device(device)
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
+        batch = batch.to(self.device)
+        return model.compute_loss(model(batch.points, batch.lengths), batch.target_points)
+
+
+def last_points(lengths: Tensor) -> Tensor:
+    """``(N,)`` bool: true at the last point of each streamline."""
+    last = torch.zeros(int(lengths.sum()), dtype=torch.bool, device=lengths.device)
+    last[offsets(lengths) + lengths - 1] = True
+    return last
+
+
+def segments(points: Tensor, last: Tensor) -> Tensor:
+    """``(N, 3)``: the segment vector from each point to the next, zeros at the last points."""
+    vectors = torch.zeros_like(points)
+    vectors[:-1] = points[1:] - points[:-1]
+    return vectors.masked_fill_(last[:, None], 0.0)
