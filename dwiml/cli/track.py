@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--eos-threshold", type=float,
                        help="stop where the model's end-of-streamline probability exceeds this [never]")
     rules.add_argument("--forward-only", action="store_true", help="track one direction from each seed")
-    rules.add_argument("--discard-last-point", action="store_true",
-                       help="drop the point outside the tracking mask that ends a streamline")
+    rules.add_argument("--keep-last-point", action="store_true",
+                       help="end each streamline leaving the mask with its first point outside it (as dipy does "
+                            "not) [dropped]")
     rules.add_argument("--rng-seed", type=int, default=1234, help="seeds and probabilistic directions [%(default)s]")
     rules.add_argument("--batch-size", type=int, default=10_000, help="streamlines advancing together [%(default)s]")
     rules.add_argument("--compress-mm", type=float, help="compress the streamlines with this tolerance (mm)")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             algo=args.algo, step_size_mm=args.step_size_mm or known("loader.step_size_mm") or 1.0,
             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm, max_length_mm=args.max_length_mm,
             eos_threshold=args.eos_threshold, bidirectional=not args.forward_only,
-            keep_last_point=not args.discard_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed)
+            keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed)
         tracked = track_subject(model, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm)
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")

@@ -61,7 +61,7 @@ class TrackingOptions:
     max_length_mm: float = 200.0
     eos_threshold: float | None = None
     bidirectional: bool = True
-    keep_last_point: bool = True
+    keep_last_point: bool = False
     batch_size: int = 10_000
     rng_seed: int = 1234
     mask_interpolation: Literal["nearest", "trilinear"] = "nearest"
