@@ -1,7 +1,6 @@
 """A streamline autoencoder: 1D convolutions over streamlines of ``nb_points`` points."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from dwiml.errors import DwimlError

@@ -52,8 +52,9 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, nheads: int, dropout: float):
         super().__init__()
         self.nheads, self.dropout = nheads, dropout
-        self.query, self.key_value, self.out = nn.Linear(d_model, d_model), nn.Linear(d_model, 2 * d_model), \
-            nn.Linear(d_model, d_model)
+        self.query = nn.Linear(d_model, d_model)
+        self.key_value = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, context: Tensor, cache: KV | None = None, position: int = 0) -> tuple[Tensor, KV]:
         q = self._heads(self.query(x))
@@ -131,8 +132,8 @@ class Stack(nn.Module):
 
     def empty_state(self, batch_size: int, nheads: int, d_model: int, device: torch.device | str) -> State:
         shape = (batch_size, nheads, INITIAL_CAPACITY, d_model // nheads)
-        return {name: torch.zeros(shape, device=device) for i in range(len(self.blocks)) for j in range(self.nb_attentions)
-                for name in self._keys(i, j)}
+        return {name: torch.zeros(shape, device=device)
+                for i in range(len(self.blocks)) for j in range(self.nb_attentions) for name in self._keys(i, j)}
 
     def _keys(self, block: int, attention: int) -> tuple[str, str]:
         return f"{self.name}{block}.k{attention}", f"{self.name}{block}.v{attention}"

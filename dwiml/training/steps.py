@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
-from dwiml.data.streamlines import offsets, point_streamline_ids
+from dwiml.data.streamlines import directions, offsets, point_streamline_ids
 
 
 class VolumeCache:
@@ -64,8 +64,8 @@ class OneInputStep:
         points = batch.points[rows]
         inputs = self.interpolate(batch, points, batch.subjects[point_streamline_ids(batch.lengths)][rows])
         lengths = batch.lengths if self.add_eos_target else batch.lengths - 1
-        outputs = model(inputs, lengths, segments(batch.points, last)[rows])
-        target_dirs = segments(batch.target_points, last)[rows]
+        outputs = model(inputs, lengths, segments(batch.points, batch.lengths)[rows])
+        target_dirs = segments(batch.target_points, batch.lengths)[rows]
         return outputs, target_dirs, last if self.add_eos_target else None, rows
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
@@ -81,7 +81,8 @@ class OneInputStep:
 
 class StreamlinesStep:
     """The streamlines are the whole input: the model gets the packed points (no volume)
-    and its loss compares its outputs with ``batch.target_points``."""
+    and its loss compares its outputs with ``batch.target_points``. ``dataset`` is unused
+    (every step is built with it)."""
 
     input_size = 3
 
@@ -100,8 +101,7 @@ def last_points(lengths: Tensor) -> Tensor:
     return last
 
 
-def segments(points: Tensor, last: Tensor) -> Tensor:
+def segments(points: Tensor, lengths: Tensor) -> Tensor:
     """``(N, 3)``: the segment vector from each point to the next, zeros at the last points."""
-    vectors = torch.zeros_like(points)
-    vectors[:-1] = points[1:] - points[:-1]
-    return vectors.masked_fill_(last[:, None], 0.0)
+    vectors, start_ids = directions(points, lengths)
+    return torch.zeros_like(points).index_copy_(0, start_ids, vectors)
