@@ -230,3 +230,9 @@ def test_visualize_loss(run_dir, phantom, tmp_path):
     assert nb == len(values)
     np.testing.assert_allclose(values.mean(), float(expected), rtol=1e-4)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_phantom_tracking_preset_composes(cache_dir, tmp_path):
+    cfg = compose_run(cache_dir, tmp_path, ["+experiment=phantom_tracking", "trainer.max_epochs=3"])
+    assert cfg.loader.noise_gaussian_size_forward == 0.5 and cfg.model.nb_previous_dirs == 1
+    assert cfg.trainer.max_epochs == 3 and cfg.step.input_group == "input"
