@@ -116,16 +116,16 @@ class Tracker:
     @torch.no_grad()
     def track(self, seeds: Tensor) -> Tracked:
         """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only."""
-        parts = [self._track_chunk(chunk.to(self.device, torch.float32))
-                 for chunk in torch.split(seeds, self.options.batch_size)]
-        points = torch.cat([p for p, _, _ in parts]) if parts else seeds.new_zeros(0, 3)
-        lengths = torch.cat([n for _, n, _ in parts]) if parts else torch.zeros(0, dtype=torch.long)
-        chunk_seeds = torch.cat([s for _, _, s in parts]) if parts else seeds.new_zeros(0, 3)
+        seeds = seeds.detach().cpu().float()
+        parts = [self._track_chunk(chunk.to(self.device)) for chunk in torch.split(seeds, self.options.batch_size)]
+        points = torch.cat([p for p, _ in parts]) if parts else seeds.new_zeros(0, 3)
+        lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
         keep = length_in_range(points, lengths, self.voxel_sizes.cpu().double(),
                                self.options.min_length_mm, self.options.max_length_mm)
-        return Tracked(*select(points, lengths, keep), chunk_seeds[keep])
+        return Tracked(*select(points, lengths, keep), seeds[keep])
 
-    def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
+        """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds."""
         batch = len(seeds)
         zeros = torch.zeros_like(seeds)
         state = self.model.initial_state(batch, self.device)
@@ -134,14 +134,14 @@ class Tracker:
                              "steps: this model's state has a shared step counter ('position'); track forward only")
         first, nb_first, tried = self._grow(seeds, zeros, state, torch.zeros(batch, device=self.device))
         if not self.options.bidirectional:
-            return _pack(first, nb_first).cpu(), nb_first.cpu(), seeds.cpu()
+            return _pack(first, nb_first).cpu(), nb_first.cpu()
         # Reverse the first half (far end first, the seed last) and rebuild the state on it.
         reversed_half = _reverse_padded(first, nb_first)  # (T, B, 3), right-aligned: seed at row T - 1
         state, last_dirs = self._replay(reversed_half, nb_first, tried)
         lengths_mm = (nb_first - 1).float() * self.options.step_size_mm
         second, nb_second, _ = self._grow(seeds, last_dirs, state, lengths_mm)
         points, lengths = _join(reversed_half, nb_first, second, nb_second)
-        return points.cpu(), lengths.cpu(), seeds.cpu()
+        return points.cpu(), lengths.cpu()
 
     def _replay(self, reversed_half: Tensor, nb: Tensor, tried: Tensor) -> tuple[State, Tensor]:
         """The state after the points before the seed, and the segments reaching the seeds."""
