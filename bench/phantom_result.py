@@ -10,6 +10,7 @@ tractograms next to the ground truth. Usage:
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from dipy.io.streamline import load_tractogram
 from matplotlib.collections import LineCollection
+from PIL import Image
 
 from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.hdf5 import read_subject_list
@@ -58,8 +60,10 @@ def draw(tractograms: dict[str, Path], reference: Path, path: Path) -> None:
                title=f"{title} ({len(sft)} streamlines)", xticks=[], yticks=[])
         ax.set_facecolor("black")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80)
     plt.close(fig)
+    Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)  # a small file for the docs
 
 
 def main() -> None:
