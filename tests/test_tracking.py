@@ -191,16 +191,27 @@ def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):
     _, name, folder = phantom
     common = ["--seeding-mask", str(folder / "seeding_mask.nii.gz"), "--tracking-mask", str(folder / "wm_mask.nii.gz")]
     out = tmp_path / "t.trk"
-    track_cli.main([str(run_dir), str(out), "--input", str(folder / "sh.nii.gz"), "--nb-seeds", "20", *common])
-    assert len(load_tractogram(str(out), "same")) >= 0
+    track_cli.main([str(run_dir / "best_model"), str(out), "--hdf5", str(phantom[0]), "--subject", name,
+                    "--input-group", "input", "--nb-seeds", "20", "--min-length-mm", "0", *common])
+    from_hdf5 = load_tractogram(str(out), "same")
+    track_cli.main([str(run_dir), str(out), "--input", str(folder / "sh.nii.gz"), "--nb-seeds", "20",
+                    "--min-length-mm", "0", *common])
+    from_files = load_tractogram(str(out), "same")
+    assert len(from_files) == 20  # every seed gives a streamline (no minimum length)
+    for a, b in zip(from_hdf5.streamlines, from_files.streamlines):  # the same volume read two ways
+        np.testing.assert_allclose(a, b, atol=1e-4)
     bad = {"no subject 'nobody'": ["--hdf5", str(phantom[0]), "--subject", "nobody"],
            "does not match the input's grid": ["--input", str(folder / "sh.nii.gz"), "--seeding-mask",
                                                str(folder / "sh.nii.gz")],
-           "must end in .trk": ["--input", str(folder / "sh.nii.gz")]}
+           "must end in .trk": ["--input", str(folder / "sh.nii.gz")],
+           "which the model does not accept": ["--input", str(folder / "wm_mask.nii.gz")],
+           "give --input-group": ["--hdf5", str(phantom[0]), "--subject", name],
+           "is not a model folder": ["--input", str(folder / "sh.nii.gz")]}
+    models = {"give --input-group": run_dir / "best_model", "is not a model folder": tmp_path}
     for message, args in bad.items():
         target = tmp_path / ("x.txt" if "must end" in message else "y.trk")
         with pytest.raises(SystemExit) as e:
-            track_cli.main([str(run_dir), str(target), *common, *args])
+            track_cli.main([str(models.get(message, run_dir)), str(target), *common, *args])
         assert e.value.code.startswith("dwiml-track: error:") and message in e.value.code
         assert not target.exists()
 
