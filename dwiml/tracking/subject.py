@@ -77,7 +77,7 @@ def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seedin
         if subset.groups.get(source) == "volume":
             return subset.volume(index, source)[..., 0]
         if Path(source).suffix in (".nii", ".gz"):
-            return _nifti_mask(source, volume.shape[:3])
+            return _nifti_mask(source, volume.shape[:3], affine)
         raise DwimlError(f"{hdf5_path}: subject '{name}' has no volume group '{source}', and it is no NIfTI file")
 
     return Subject(name, volume, affine, mask(seeding_mask), None if tracking_mask is None else mask(tracking_mask))
@@ -89,10 +89,11 @@ def subject_from_files(input_path: str | Path, seeding_mask: str | Path, trackin
     data = np.asarray(image.dataobj, dtype=np.float32)
     data = data[..., None] if data.ndim == 3 else data
     shape = data.shape[:3]
-    return Subject(Path(input_path).name, data, image.affine, _nifti_mask(seeding_mask, shape),
-                   None if tracking_mask is None else _nifti_mask(tracking_mask, shape))
+    return Subject(Path(input_path).name, data, image.affine, _nifti_mask(seeding_mask, shape, image.affine),
+                   None if tracking_mask is None else _nifti_mask(tracking_mask, shape, image.affine))
 
 
+@torch.no_grad()
 def check_input_size(model: nn.Module, subject: Subject, features: torch.Tensor) -> None:
     """A clear error when the subject's input does not fit the model."""
     try:
@@ -121,10 +122,12 @@ def _load_nifti(path: str | Path) -> nib.Nifti1Image:
         raise DwimlError(f"{path}: not a readable NIfTI file ({e})") from None
 
 
-def _nifti_mask(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    data = np.asarray(_load_nifti(path).dataobj)
-    if data.shape[:3] != tuple(shape) or data.ndim > 3 and data.shape[3] != 1:
-        raise DwimlError(f"{path}: mask shape {data.shape} does not match the input's grid {tuple(shape)}")
+def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    image = _load_nifti(path)
+    data = np.asarray(image.dataobj)
+    if data.shape[:3] != tuple(shape) or data.ndim > 3 and data.shape[3] != 1 or not np.allclose(
+            image.affine, affine, atol=1e-4):
+        raise DwimlError(f"{path}: mask shape {data.shape} or affine does not match the input's grid {tuple(shape)}")
     return data.reshape(shape).astype(np.float32)
 
 
