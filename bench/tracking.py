@@ -84,7 +84,7 @@ def main() -> None:
     print(f"dipy LocalTracking (deterministic, CSD peaks fitted once in {fit_seconds:.1f} s, not timed): "
           f"{len(seeds_np)} seeds in {seconds:.3f} s = {dipy_rate:.1f} streamlines/s ({len(sft)} kept)")
     for batch_size, rate in rates.items():
-        print(f"ratio dwiml ({batch_size:>6} together) / dipy: {rate / dipy_rate:6.2f}")
+        print(f"ratio dwiml ({batch_size:>6} together) / dipy: {rate / dipy_rate:.3g}")
 
 
 if __name__ == "__main__":
