@@ -108,7 +108,7 @@ def save_tracked(tracked: Tracked, subject: Subject, out_path: str | Path) -> Pa
     """Save streamlines (voxel space) with ``seeds`` per streamline; the format follows the extension."""
     if Path(out_path).suffix not in (".trk", ".tck", ".trx"):
         raise DwimlError(f"{out_path}: the output must end in .trk, .tck or .trx")
-    sft = StatefulTractogram(tracked.as_list(), subject.reference, SPACE, origin=ORIGIN,
+    sft = StatefulTractogram([s.numpy() for s in tracked.as_list()], subject.reference, SPACE, origin=ORIGIN,
                              data_per_streamline={"seeds": tracked.seeds.numpy().astype(np.float32)})
     return save_tractogram_atomic(sft, out_path)
 

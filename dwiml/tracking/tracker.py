@@ -89,7 +89,7 @@ class Tracked:
     seeds: Tensor
 
     def as_list(self) -> list:
-        """One ``(n, 3)`` float32 numpy array per streamline."""
+        """One ``(n, 3)`` CPU tensor per streamline."""
         return list(torch.split(self.points.cpu(), self.lengths.tolist()))
 
 
