@@ -37,6 +37,12 @@ class OneInputStep:
         self.volumes = volume_source(dataset, input_group, self.device, volume_cache_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
+        outputs, target_dirs, eos_targets, _ = self.outputs_and_targets(model, batch)
+        return model.compute_loss(outputs, target_dirs, eos_targets)
+
+    def outputs_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """The model's outputs, the target directions, the EOS targets (or None) and ``rows``
+        ``(N,)`` bool: which points of the batch the outputs are for."""
         batch = batch.to(self.device)
         last = last_points(batch.lengths)
         rows = torch.ones_like(last) if self.add_eos_target else ~last
@@ -45,7 +51,7 @@ class OneInputStep:
         lengths = batch.lengths if self.add_eos_target else batch.lengths - 1
         outputs = model(inputs, lengths, segments(batch.points, batch.lengths)[rows])
         target_dirs = segments(batch.target_points, batch.lengths)[rows]
-        return model.compute_loss(outputs, target_dirs, last if self.add_eos_target else None)
+        return outputs, target_dirs, last if self.add_eos_target else None, rows
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
         """Input features at ``points`` and their neighbours, each from its own subject's volume

@@ -1,0 +1,85 @@
+"""The loss of a trained model at every point of a subject's reference streamlines.
+
+The streamlines are read and resampled as in training (the run's loader, no augmentation) and
+the run's step computes the model's outputs; the head's per-row loss is then kept per point.
+Points without a loss (the last point of each streamline when the step adds no EOS target) get NaN.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
+from dipy.io.stateful_tractogram import StatefulTractogram
+from omegaconf import DictConfig
+
+from dwiml.config.build import build
+from dwiml.data.coords import ORIGIN, SPACE
+from dwiml.data.dataset import MultiSubjectDataset
+from dwiml.data.hdf5 import SUBSETS
+from dwiml.data.loader import BatchLoader
+from dwiml.data.sampler import BatchSpec
+from dwiml.errors import DwimlError
+from dwiml.tracking.output import save_tractogram_atomic
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+
+def find_subject(dataset: MultiSubjectDataset, name: str) -> tuple[str, int]:
+    """The subset and index of subject ``name``."""
+    for subset in SUBSETS:
+        if name in dataset.subset(subset).subjects:
+            return subset, dataset.subset(subset).subjects.index(name)
+    raise DwimlError(f"{dataset.hdf5_path}: no subject '{name}'")
+
+
+@torch.no_grad()
+def point_losses(model: torch.nn.Module, run_config: DictConfig, dataset: MultiSubjectDataset, subject: str,
+                 batch_size: int = 1000) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The subject's streamlines (resampled, voxel space) and the loss at each of their points."""
+    subset_name, index = find_subject(dataset, subject)
+    subset = dataset.subset(subset_name)
+    group = run_config.loader.streamline_group
+    loader = BatchLoader(subset, group, step_size_mm=run_config.loader.step_size_mm, augment=False)
+    step = build(run_config.step, dataset=dataset, device=str(next(model.parameters()).device))
+    model.eval()
+    streamlines, losses = [], []
+    nb_streamlines = len(subset.index[index, group].lengths)
+    for start in range(0, nb_streamlines, batch_size):
+        ids = np.arange(start, min(start + batch_size, nb_streamlines))
+        batch = loader[BatchSpec((index,), (ids,), 0)]
+        outputs, target_dirs, eos_targets, rows = step.outputs_and_targets(model, batch)
+        rows_loss = model.head.loss(outputs, target_dirs, *(() if eos_targets is None else (eos_targets,)))
+        loss = torch.full((len(rows),), float("nan"), device=rows.device)
+        loss[rows] = rows_loss.float()
+        split = batch.lengths.tolist()
+        streamlines += [p.numpy() for p in torch.split(batch.points, split)]
+        losses += [v.cpu().numpy() for v in torch.split(loss, split)]
+    return streamlines, losses
+
+
+def save_loss_tractogram(streamlines: list[np.ndarray], losses: list[np.ndarray], reference: nib.Nifti1Image,
+                         path: str | Path) -> Path:
+    """The streamlines with ``data_per_point["loss"]``."""
+    sft = StatefulTractogram(streamlines, reference, SPACE, origin=ORIGIN,
+                             data_per_point={"loss": [v[:, None].astype(np.float32) for v in losses]})
+    return save_tractogram_atomic(sft, path)
+
+
+def save_histogram(losses: list[np.ndarray], path: str | Path, title: str) -> Path:
+    """A histogram PNG of the per-point losses (NaN left out)."""
+    values = np.concatenate(losses)
+    values = values[np.isfinite(values)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(values, bins=50)
+    ax.set(xlabel="loss per point", ylabel="points", title=f"{title} (mean {values.mean():.4g}, n={len(values)})")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,251 @@
+"""Tracking with a trained model: all active streamlines advance together, one model call per step.
+
+Seeds are processed in chunks of ``batch_size`` streamlines on the model's device. In a chunk,
+every step interpolates the inputs at the current points of the active streamlines, calls
+``model.track_step`` once for all of them, moves each by ``step_size_mm`` along its direction
+(the direction is in voxel space; the step is converted per axis with the voxel sizes) and applies
+the stopping rules of :mod:`dwiml.tracking.stopping` to all rows at once. Streamlines that stop
+leave the batch (their rows of the state are dropped with ``select_streamlines``).
+
+A streamline stops, at a step, when
+
+- the model's end-of-streamline probability exceeds ``eos_threshold`` (the new point is not added);
+- the angle between its previous and new segments exceeds ``max_angle_deg``, or the new point
+  would make it longer than ``max_length_mm`` (the new point is not added);
+- the new point leaves the tracking mask: this point, outside the mask, is added when
+  ``keep_last_point`` is true and it lies inside the volume (so the tractogram's bounding box stays valid).
+
+Both directions (``bidirectional``): the first half is tracked from the seed. The model's state is
+then rebuilt on that half reversed: the points from its far end back to (not including) the seed
+are fed to ``track_step`` (each with the segment that reached it), so that at the seed the model
+has seen the streamline so far exactly as it will be stored. The halves of a chunk are aligned on
+their last point (the seed): shorter halves start later, and a row's state is only updated once
+its half has started, so this replay needs a model whose state rows advance independently (RNNs);
+a model whose state has a shared step counter (``position``, the Transformer) is refused. The
+second half then starts at the seed with the segment that reached it (``seed - p1``; for a first
+half with no second point, the opposite of the first direction tried), the length budget left,
+and the same rules: the angle rule at the seed forbids folding back onto the first half.
+
+Streamlines whose length is outside ``[min_length_mm, max_length_mm]`` are dropped at the end.
+Compression (dipy's ``compress_streamlines``) is an optional export step on the final streamlines.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from dipy.tracking.streamlinespeed import compress_streamlines
+from torch import Tensor, nn
+
+from dwiml.data import neighborhood
+from dwiml.data.interpolation import inside_mask
+from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
+from dwiml.errors import DwimlError
+from dwiml.models.interface import State, select_streamlines
+from dwiml.tracking.stopping import Stop, length_in_range, stop_reasons
+
+Inputs = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class TrackingOptions:
+    """How to track; lengths in mm, angles in degrees."""
+
+    algo: Literal["det", "prob"] = "det"
+    step_size_mm: float = 1.0
+    max_angle_deg: float = 30.0
+    min_length_mm: float = 10.0
+    max_length_mm: float = 200.0
+    eos_threshold: float | None = None
+    bidirectional: bool = True
+    keep_last_point: bool = False
+    batch_size: int = 10_000
+    rng_seed: int = 1234
+    mask_interpolation: Literal["nearest", "trilinear"] = "nearest"
+
+    def __post_init__(self) -> None:
+        if self.algo not in ("det", "prob"):
+            raise DwimlError(f"tracking algo must be 'det' or 'prob', got '{self.algo}'")
+        if self.step_size_mm <= 0 or self.batch_size < 1:
+            raise DwimlError("step_size_mm must be > 0 and batch_size >= 1")
+        if not 0 <= self.min_length_mm <= self.max_length_mm:
+            raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
+                             f"{self.max_length_mm}")
+
+    @property
+    def max_nb_points(self) -> int:
+        return math.floor(self.max_length_mm / self.step_size_mm + 1e-6) + 1
+
+
+@dataclass
+class Tracked:
+    """Packed streamlines (dwiml voxel space) with the seed of each streamline."""
+
+    points: Tensor
+    lengths: Tensor
+    seeds: Tensor
+
+    def as_list(self) -> list:
+        """One ``(n, 3)`` CPU tensor per streamline."""
+        return list(torch.split(self.points.cpu(), self.lengths.tolist()))
+
+
+def volume_inputs(volume: Tensor, offsets_vox: Tensor | None = None) -> Inputs:
+    """The model's inputs at points, as the training step builds them: the input volume
+    interpolated at each point and its neighbours (``offsets_vox`` ``(K, 3)``, see
+    :mod:`dwiml.data.neighborhood`; the point alone by default)."""
+    offsets_vox = torch.zeros(1, 3) if offsets_vox is None else offsets_vox
+    return lambda points: neighborhood.interpolate(volume, points, offsets_vox)
+
+
+class Tracker:
+    """Tracks a model on one subject: its input volume, tracking mask and voxel sizes."""
+
+    def __init__(self, model: nn.Module, inputs: Inputs, tracking_mask: Tensor, voxel_sizes: Tensor,
+                 options: TrackingOptions):
+        self.model, self.inputs, self.options = model.eval(), inputs, options
+        self.device = next(model.parameters()).device
+        self.mask = tracking_mask.to(self.device)
+        self.voxel_sizes = voxel_sizes.to(self.device, torch.float32)
+        self.generator = torch.Generator(self.device).manual_seed(options.rng_seed)
+        if options.algo == "prob" and not hasattr(model.head, "sample"):
+            raise DwimlError(f"probabilistic tracking: the head {type(model.head).__name__} cannot sample directions")
+        if options.eos_threshold is not None and not getattr(model.head, "has_eos", False):
+            raise DwimlError("eos_threshold given, but the model's head has no end-of-streamline output")
+
+    @torch.no_grad()
+    def track(self, seeds: Tensor) -> Tracked:
+        """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only."""
+        seeds = seeds.detach().cpu().float()
+        parts = [self._track_chunk(chunk.to(self.device)) for chunk in torch.split(seeds, self.options.batch_size)]
+        points = torch.cat([p for p, _ in parts]) if parts else seeds.new_zeros(0, 3)
+        lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        keep = length_in_range(points, lengths, self.voxel_sizes.cpu().double(),
+                               self.options.min_length_mm, self.options.max_length_mm)
+        return Tracked(*select(points, lengths, keep), seeds[keep])
+
+    def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
+        """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds."""
+        batch = len(seeds)
+        zeros = torch.zeros_like(seeds)
+        state = self.model.initial_state(batch, self.device)
+        if self.options.bidirectional and "position" in state:
+            raise DwimlError("bidirectional tracking replays the first half with rows starting at different "
+                             "steps: this model's state has a shared step counter ('position'); track forward only")
+        first, nb_first, tried = self._grow(seeds, zeros, state, torch.zeros(batch, device=self.device))
+        if not self.options.bidirectional:
+            return _pack(first, nb_first).cpu(), nb_first.cpu()
+        # Reverse the first half (far end first, the seed last) and rebuild the state on it.
+        reversed_half = _reverse_padded(first, nb_first)  # (T, B, 3), right-aligned: seed at row T - 1
+        state, last_dirs = self._replay(reversed_half, nb_first, tried)
+        lengths_mm = (nb_first - 1).float() * self.options.step_size_mm
+        second, nb_second, _ = self._grow(seeds, last_dirs, state, lengths_mm)
+        points, lengths = _join(reversed_half, nb_first, second, nb_second)
+        return points.cpu(), lengths.cpu()
+
+    def _replay(self, reversed_half: Tensor, nb: Tensor, tried: Tensor) -> tuple[State, Tensor]:
+        """The state after the points before the seed, and the segments reaching the seeds."""
+        total, batch = reversed_half.shape[:2]
+        state = self.model.initial_state(batch, self.device)
+        previous = torch.zeros(batch, 3, device=self.device)
+        for t in range(total - int(nb.max()), total - 1):
+            started = t >= total - nb
+            current = reversed_half[t]
+            last_dirs = torch.where((t > total - nb)[:, None], current - previous, 0.0)
+            _, new_state = self.model.track_step(self.inputs(current), last_dirs, state)
+            state = {k: torch.where(_rows(started, v), new_state[k], v) for k, v in state.items()}
+            previous = current
+        last_dirs = torch.where((nb > 1)[:, None], reversed_half[-1] - previous, -tried)
+        return state, last_dirs
+
+    def _grow(self, start: Tensor, last_dirs: Tensor, state: State,
+              lengths_mm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Track from ``start`` until every streamline stops.
+
+        Returns the points ``(T, B, 3)`` (row ``t`` of streamline ``b`` valid for ``t < nb[b]``),
+        ``nb`` ``(B,)`` and the first direction tried from each start ``(B, 3)``.
+        """
+        o = self.options
+        batch = len(start)
+        path = start.new_zeros(o.max_nb_points, batch, 3)
+        path[0] = start
+        nb = torch.ones(batch, dtype=torch.long, device=self.device)
+        tried = torch.zeros_like(start)
+        active = torch.arange(batch, device=self.device)
+        points, previous = start, last_dirs
+        for t in range(1, o.max_nb_points):
+            if len(active) == 0:
+                break
+            outputs, state = self.model.track_step(self.inputs(points), previous, state)
+            dirs = self._directions(outputs)
+            step = dirs * (o.step_size_mm / (dirs * self.voxel_sizes).norm(dim=1, keepdim=True))
+            if t == 1:
+                tried[active] = step
+            new_points = points + step
+            new_lengths = lengths_mm + o.step_size_mm
+            reasons = stop_reasons(self.mask, new_points, previous * self.voxel_sizes, step * self.voxel_sizes,
+                                   new_lengths, o.max_angle_deg, o.max_length_mm, o.mask_interpolation)
+            ended = self._eos(outputs)
+            going = (reasons == Stop.CONTINUE) & ~ended
+            last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & ~ended & inside_mask(new_points, self.mask.shape)
+            added = going | last
+            path[t, active[added]] = new_points[added]
+            nb[active[added]] += 1
+            active, points, previous, lengths_mm = active[going], new_points[going], step[going], new_lengths[going]
+            state = select_streamlines(state, going)
+        return path, nb, tried
+
+    def _directions(self, outputs: Tensor) -> Tensor:
+        head = self.model.head
+        return head.sample(outputs, self.generator) if self.options.algo == "prob" else head.direction(outputs)
+
+    def _eos(self, outputs: Tensor) -> Tensor:
+        threshold = self.options.eos_threshold
+        if threshold is None:
+            return torch.zeros(len(outputs), dtype=torch.bool, device=outputs.device)
+        return self.model.head.eos_probability(outputs) > threshold
+
+
+def _rows(selected: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` bool broadcastable against a state tensor ``(B, ...)``."""
+    return selected.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _pack(path: Tensor, nb: Tensor) -> Tensor:
+    """Packed points ``(sum nb, 3)`` of padded ``path`` ``(T, B, 3)``."""
+    return path[point_local_ids(nb), point_streamline_ids(nb)]
+
+
+def _reverse_padded(path: Tensor, nb: Tensor) -> Tensor:
+    """Each streamline reversed and right-aligned: its last row is its first point."""
+    total = len(path)
+    rows = torch.arange(total, device=path.device)[:, None]
+    source = total - 1 - rows
+    source = torch.where(source < nb, source, 0)
+    return path.gather(0, source[..., None].expand(total, len(nb), 3))
+
+
+def _join(reversed_half: Tensor, nb_first: Tensor, second: Tensor, nb_second: Tensor) -> tuple[Tensor, Tensor]:
+    """Packed full streamlines: the reversed first half, then the second half without its seed."""
+    total = len(reversed_half)
+    lengths = nb_first + nb_second - 1
+    streamline = point_streamline_ids(lengths)
+    local = point_local_ids(lengths)
+    in_first = local < nb_first[streamline]
+    row = torch.where(in_first, total - nb_first[streamline] + local, local - nb_first[streamline] + 1)
+    points = torch.where(in_first[:, None], reversed_half[row.clamp(max=total - 1), streamline],
+                         second[row.clamp(max=len(second) - 1), streamline])
+    return points, lengths
+
+
+def compress(tracked: Tracked, tol_error_mm: float, voxel_sizes: Tensor) -> Tracked:
+    """dipy's ``compress_streamlines`` on each streamline (in mm), as a final export step."""
+    scale = voxel_sizes.cpu().float()
+    lines = compress_streamlines([(s * scale).numpy() for s in tracked.as_list()], tol_error=tol_error_mm)
+    lengths = torch.tensor([len(s) for s in lines], dtype=torch.long)
+    points = torch.from_numpy(np.concatenate(lines)) / scale if lines else tracked.points[:0]
+    return Tracked(points.float(), lengths, tracked.seeds)
