@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -21,6 +22,7 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
     run_training(cache_dir, tmp_path, ["trainer.max_epochs=2"])
     rows = metrics(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert matplotlib.image.imread(tmp_path / "plots" / "metrics.png").ndim == 3  # redrawn every epoch
     assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
                              "grad_norm_clipped", "data_seconds", "compute_seconds", "peak_memory_mb"]
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])

@@ -226,7 +226,7 @@ class TrainerConfig:
     max_minutes: Optional[float] = None
     auto_resume: bool = False
     progress_bar: bool = True
-    plot_every_epochs: Optional[int] = 5  # plots/metrics.png every N epochs and at the end; null: never
+    plot_every_epochs: Optional[int] = 1  # plots/metrics.png every N epochs and at the end; null: never
 
 
 @dataclass

@@ -79,7 +79,7 @@ class Trainer:
                  ema_decay: float | None = None, precision: str = "32", compile: bool = False,
                  strategy: str = "single", checkpoint_every_minutes: float | None = None,
                  checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
-                 auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 5):
+                 auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 1):
         _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches)
         self.device = torch.device(device)
         self.model, self.model_config = model.to(self.device), model_config
