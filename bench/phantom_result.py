@@ -39,10 +39,10 @@ from matplotlib import pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train(run_dir: Path, cache_dir: str) -> None:
+def train(run_dir: Path, cache_dir: str, overrides: list[str]) -> None:
     env = {**os.environ, "DWIML_CACHE_DIR": cache_dir}
     subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=phantom_tracking",
-                    f"hydra.run.dir={run_dir}"], check=True, env=env)
+                    f"hydra.run.dir={run_dir}", *overrides], check=True, env=env)
 
 
 def draw(tractograms: dict[str, Path], reference: Path, path: Path) -> None:
@@ -72,12 +72,13 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run folder [train one with experiment=phantom_tracking]")
     parser.add_argument("--out-dir", default="phantom_result")
     parser.add_argument("--picture", default=str(ROOT / "docs" / "phantom_tracking.png"))
+    parser.add_argument("overrides", nargs="*", help="training overrides on top of the preset")
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(args.run) if args.run else out / "run"
     if not args.run:
-        train(run, args.cache_dir)
+        train(run, args.cache_dir, args.overrides)
 
     hdf5 = phantom_hdf5(args.cache_dir)
     subjects = hdf5.parent / "subjects"
