@@ -8,8 +8,6 @@ times, the ratios and the largest difference to scipy relative to the largest va
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -17,17 +15,7 @@ import torch.nn.functional as F
 from scipy.ndimage import map_coordinates
 
 from dwiml.data.interpolation import trilinear
-
-
-def median_seconds(candidates: dict, repeats: int) -> dict[str, float]:
-    """Median time of each candidate, the candidates taking turns (fair on a shared machine)."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+from timing import median_seconds_each  # bench/, the script's folder, is on sys.path
 
 
 def grid_sample(volume: torch.Tensor, points: torch.Tensor, batch: int) -> torch.Tensor:
@@ -76,7 +64,7 @@ def main() -> None:
     errors = {name: np.abs(fn().numpy() - expected).max() / scale for name, fn in candidates.items()}
     candidates["scipy map_coordinates (per channel)"] = scipy
     errors["scipy map_coordinates (per channel)"] = 0.0
-    times = median_seconds(candidates, args.repeats)
+    times = median_seconds_each(candidates, args.repeats)
 
     print(f"{args.points} points, {args.features} float32 channels, {args.size}^3 volume, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import dwiml.config  # noqa: F401
 from dwiml.models.io import build_model
-from interpolation import median_seconds
+from timing import median_seconds  # bench/, the script's folder, is on sys.path
 
 MODELS = ("lstm", "gru", "transformer", "transformer_src", "transformer_srctgt", "autoencoder")
 

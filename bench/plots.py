@@ -12,7 +12,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from interpolation import median_seconds  # bench/, the script's folder, is on sys.path
+from timing import median_seconds  # bench/, the script's folder, is on sys.path
 
 from dwiml.viz.plots import plot_metrics, read_metrics
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import nibabel as nib
@@ -26,17 +25,9 @@ from dwiml.tracking.baseline import csd_peaks, track_deterministic
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.subject import load_tracking_model, subject_from_hdf5
 from dwiml.tracking.tracker import Tracker, TrackingOptions, volume_inputs
+from timing import median_seconds  # bench/, the script's folder, is on sys.path
 
 BATCH_SIZES = (1, 100, 1000, 10_000)
-
-
-def median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -102,6 +103,8 @@ class Trainer:
         self.checkpoint_every = {"minutes": checkpoint_every_minutes, "batches": checkpoint_every_batches}
         self.max_minutes, self.auto_resume, self.progress_bar = max_minutes, auto_resume, progress_bar
         self.plot_every_epochs = plot_every_epochs
+        self._plotter = ThreadPoolExecutor(max_workers=1)  # draws beside training: no epoch waits for it
+        self._plot: Future | None = None
         self.metrics = CsvLog(self.run_dir / METRICS, METRIC_COLUMNS)
         self.batch_metrics = CsvLog(self.run_dir / BATCH_METRICS, BATCH_COLUMNS)
         self.epoch, self.batch_index, self.totals = 0, 0, _fresh_totals()  # epochs done, batches done in the next
@@ -126,10 +129,11 @@ class Trainer:
                     self._train_epoch(stop)
                     self._end_epoch()
         finally:
+            self._plotter.shutdown(wait=True)
             if dist.is_main():
                 self.logger.end()
-        if self.plot_every_epochs and self.epoch % self.plot_every_epochs and dist.is_main():
-            plot_metrics(self.run_dir)  # the last epochs, when not plotted yet
+        if self.plot_every_epochs and self.epoch and dist.is_main():
+            plot_metrics(self.run_dir)  # every epoch drawn, whatever the background thread skipped
         if self.early_stopping.out_of_patience:
             log.info("early stopping: no improvement of %s for %d epochs (best epoch %d)",
                      self.early_stopping.monitor, self.early_stopping.bad_epochs, self.best_epoch)
@@ -234,8 +238,8 @@ class Trainer:
                 save_model(self._eval_model(), self.model_config, self.run_dir / BEST_MODEL)
             self.metrics.append([metrics])
             self.logger.log_metrics(metrics, epoch)
-            if self.plot_every_epochs and epoch % self.plot_every_epochs == 0:
-                plot_metrics(self.run_dir)
+            if self.plot_every_epochs and epoch % self.plot_every_epochs == 0 and (self._plot is None or self._plot.done()):
+                self._plot = self._plotter.submit(plot_metrics, self.run_dir)
         self._save()
         log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s", epoch, train_loss,
                  valid_loss, metrics["epoch_seconds"], metrics["data_seconds"], " (best)" if improved else "")
