@@ -245,7 +245,7 @@ def test_visualize_loss(run_dir, phantom, tmp_path):
 
 def test_phantom_tracking_preset_composes(cache_dir, tmp_path):
     cfg = compose_run(cache_dir, tmp_path, ["experiment=phantom_tracking", "trainer.max_epochs=3"])
-    assert cfg.loader.noise_gaussian_size_forward == 0.5 and cfg.model.nb_previous_dirs == 1
+    assert cfg.loader.noise_gaussian_size_forward == 0.7 and cfg.model.nb_previous_dirs == 1
     assert cfg.trainer.max_epochs == 3 and cfg.step.input_group == "input"
 
 
