@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 from dipy.tracking.streamline import set_number_of_points
-from dipy.tracking.streamlinespeed import length
+from dipy.tracking.streamlinespeed import compress_streamlines, length
 from scipy import stats
 
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.loader import BatchLoader
+from dwiml.data.streamlines import compress
 from dwiml.data.sampler import BatchSpec
 from dwiml.errors import DwimlError
 
@@ -43,6 +44,19 @@ def test_nb_points_equals_dipy_set_number_of_points_in_mm(subset):
     for line, ours in zip(stored(subset, spec), unpack(batch.points, batch.lengths)):
         expected = set_number_of_points(line * voxel_sizes, 12) / voxel_sizes
         np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_compress_equals_dipy_compress_streamlines_in_mm(subset):
+    spec = whole_subject(subset)
+    voxel_sizes = subset.voxel_sizes(0, "streamlines")
+    fine = load(subset, spec, step_size_mm=0.3)  # many nearly collinear points to drop
+    batch = compress(fine.points.double(), fine.lengths, torch.from_numpy(voxel_sizes), 0.05)
+    assert int(batch[1].sum()) < int(fine.lengths.sum()) // 2
+    for line, ours in zip(unpack(fine.points, fine.lengths), unpack(*batch)):
+        expected = compress_streamlines(line * voxel_sizes, tol_error=0.05) / voxel_sizes
+        np.testing.assert_allclose(ours, expected, atol=1e-5)
+    loaded = load(subset, spec, step_size_mm=None, compress_mm=0.05)  # the whole loader path
+    assert len(loaded.lengths) == len(spec) and (loaded.lengths >= 2).all()
 
 
 def test_step_size_gives_equal_spacing_close_to_the_step(subset):
@@ -117,7 +131,9 @@ def test_noise_in_mm_is_a_gaussian_truncated_at_two_sigma_on_each_axis(subset, k
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(step_size_mm=1.0, nb_points=10), "step_size_mm=1.0 and nb_points=10 are both set"),
+    (dict(step_size_mm=1.0, nb_points=10), "step_size_mm=1.0 and nb_points=10 are set together"),
+    (dict(step_size_mm=1.0, compress_mm=0.1), "step_size_mm=1.0 and compress_mm=0.1 are set together"),
+    (dict(step_size_mm=None, compress_mm=0.0), "loader.compress_mm: 0.0 must be > 0"),
     (dict(step_size_mm=0.0), "loader.step_size_mm: 0.0 must be > 0"),
     (dict(step_size_mm=None, nb_points=1), "loader.nb_points: 1 must be >= 2"),
     (dict(reverse_ratio=1.5), "loader.reverse_ratio: 1.5 must be in"),

@@ -105,6 +105,6 @@ def test_training_with_a_grid_neighborhood_sets_the_model_input_size(hdf5_path, 
 
 
 def test_loader_option_errors_stop_a_run(hdf5_path, tmp_path):
-    with pytest.raises(DwimlError, match="step_size_mm=1.0 and nb_points=20 are both set"):
+    with pytest.raises(DwimlError, match="step_size_mm=1.0 and nb_points=20 are set together"):
         run_training(tmp_path, tmp_path / "run", ["dataset=hdf5", f"dataset.hdf5_path={hdf5_path}",
                                                    "loader.nb_points=20"])

@@ -47,6 +47,7 @@ class LoaderConfig:
     streamline_group: str = "streamlines"
     step_size_mm: Optional[float] = 1.0
     nb_points: Optional[int] = None
+    compress_mm: Optional[float] = None
     reverse_ratio: float = 0.5
     split_ratio: float = 0.0
     min_points_after_split: int = 5

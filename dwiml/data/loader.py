@@ -4,10 +4,9 @@ It is a map-style dataset whose keys are the sampler's :class:`BatchSpec`, used 
 ``DataLoader(loader, sampler=sampler, batch_size=None)``, so loading runs in DataLoader
 workers. Volumes are not touched here: interpolation happens on the device, in the step.
 All transforms work on the packed points of the whole batch at once, in this order:
-resampling (``step_size_mm`` or ``nb_points``, else the stored points are kept), split,
-reverse, noise. Compression is a creation-time option (its greedy algorithm is sequential
-along each streamline, so it has no batch-wide form): compressed streamlines are kept as
-stored when neither ``step_size_mm`` nor ``nb_points`` is set.
+resampling (``step_size_mm`` or ``nb_points``, or ``compress_mm``: dipy's compression, whose
+greedy algorithm runs along each streamline in compiled code; else the stored points are
+kept), split, reverse, noise.
 
 Randomness: each batch draws from its own generator seeded with ``BatchSpec.seed`` (the
 sampler derives it from the run's seed, the epoch and the batch), so a batch is the same
@@ -58,11 +57,11 @@ class BatchLoader(torch.utils.data.Dataset):
     def __init__(self, subset: SubjectSet, streamline_group: str, step_size_mm: float | None = None,
                  nb_points: int | None = None, reverse_ratio: float = 0.0, split_ratio: float = 0.0,
                  min_points_after_split: int = 5, noise_gaussian_size_forward: float = 0.0,
-                 noise_gaussian_size_loss: float = 0.0, augment: bool = True):
-        _check_options(step_size_mm, nb_points, reverse_ratio, split_ratio, min_points_after_split,
+                 noise_gaussian_size_loss: float = 0.0, compress_mm: float | None = None, augment: bool = True):
+        _check_options(step_size_mm, nb_points, compress_mm, reverse_ratio, split_ratio, min_points_after_split,
                        noise_gaussian_size_forward, noise_gaussian_size_loss)
         self.subset, self.streamline_group = subset, streamline_group
-        self.step_size_mm, self.nb_points = step_size_mm, nb_points
+        self.step_size_mm, self.nb_points, self.compress_mm = step_size_mm, nb_points, compress_mm
         self.reverse_ratio, self.split_ratio = reverse_ratio, split_ratio
         self.min_points_after_split = min_points_after_split
         self.noise_forward, self.noise_loss = noise_gaussian_size_forward, noise_gaussian_size_loss
@@ -72,7 +71,7 @@ class BatchLoader(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(spec.seed)
         points, lengths, subjects = self._read(spec)
         voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
-        if self.step_size_mm is not None or self.nb_points is not None:
+        if self.step_size_mm is not None or self.nb_points is not None or self.compress_mm is not None:
             points, lengths = self._resample(points, lengths, voxel_sizes)
             voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
         if self.augment and self.split_ratio > 0:
@@ -104,6 +103,8 @@ class BatchLoader(torch.utils.data.Dataset):
     def _resample(self, points: Tensor, lengths: Tensor, voxel_sizes: Tensor) -> tuple[Tensor, Tensor]:
         if self.nb_points is not None:
             return sl.resample(points, lengths, voxel_sizes, torch.full_like(lengths, self.nb_points))
+        if self.compress_mm is not None:
+            return sl.compress(points, lengths, voxel_sizes, self.compress_mm)
         return sl.resample_step(points, lengths, voxel_sizes, self.step_size_mm)
 
     def _split(self, points, lengths, subjects, voxel_sizes, gen):
@@ -123,14 +124,17 @@ def _truncated_noise(shape: torch.Size, sigma_mm: float, gen: torch.Generator) -
     return torch.nn.init.trunc_normal_(noise, std=sigma_mm, a=-2 * sigma_mm, b=2 * sigma_mm, generator=gen)
 
 
-def _check_options(step_size_mm, nb_points, reverse_ratio, split_ratio, min_points_after_split,
+def _check_options(step_size_mm, nb_points, compress_mm, reverse_ratio, split_ratio, min_points_after_split,
                    noise_forward, noise_loss) -> None:
     """One-line errors naming the ``loader`` key at fault."""
-    if step_size_mm is not None and nb_points is not None:
-        raise DwimlError(f"loader: step_size_mm={step_size_mm} and nb_points={nb_points} are both set; "
-                         "set one of them, or neither to keep the stored points")
+    chosen = {k: v for k, v in (("step_size_mm", step_size_mm), ("nb_points", nb_points),
+                                ("compress_mm", compress_mm)) if v is not None}
+    if len(chosen) > 1:
+        raise DwimlError(f"loader: {' and '.join(f'{k}={v}' for k, v in chosen.items())} are set together; "
+                         "set one of them, or none to keep the stored points")
     _require(step_size_mm is None or step_size_mm > 0, "step_size_mm", step_size_mm, "> 0 (mm) or null")
     _require(nb_points is None or nb_points >= 2, "nb_points", nb_points, ">= 2 or null")
+    _require(compress_mm is None or compress_mm > 0, "compress_mm", compress_mm, "> 0 (mm) or null")
     _require(0 <= reverse_ratio <= 1, "reverse_ratio", reverse_ratio, "in [0, 1]")
     _require(0 <= split_ratio <= 1, "split_ratio", split_ratio, "in [0, 1]")
     _require(min_points_after_split >= 2, "min_points_after_split", min_points_after_split, ">= 2")

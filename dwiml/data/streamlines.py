@@ -7,7 +7,10 @@ streamlines or points in Python.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from dipy.tracking.streamlinespeed import compress_streamlines
+from nibabel.streamlines import ArraySequence
 from torch import Tensor
 
 
@@ -123,3 +126,21 @@ def directions(points: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     starts[offsets(lengths) + lengths - 1] = False
     idx = torch.nonzero(starts).squeeze(1)
     return points[idx + 1] - points[idx], idx
+
+
+def compress(points: Tensor, lengths: Tensor, voxel_sizes: Tensor, tolerance_mm: float) -> tuple[Tensor, Tensor]:
+    """Drop the points that lie within ``tolerance_mm`` of the line through their neighbours.
+
+    dipy's ``compress_streamlines`` on the streamlines in mm (its loop along each streamline is
+    compiled code), fed and read back as one packed array. ``voxel_sizes`` is ``(3,)`` or per
+    point ``(N, 3)``; each streamline must lie in one subject (one voxel size).
+    """
+    scale = voxel_sizes_at(voxel_sizes, len(points))
+    packed_mm = ArraySequence()
+    packed_mm._data = (points.double() * scale).cpu().numpy()
+    packed_mm._offsets, packed_mm._lengths = offsets(lengths).cpu().numpy(), lengths.cpu().numpy()
+    lines = compress_streamlines(packed_mm, tol_error=tolerance_mm)
+    new_lengths = torch.as_tensor(np.fromiter(map(len, lines), np.int64, len(lines)), device=lengths.device)
+    new_scale = torch.repeat_interleave(scale[offsets(lengths)], new_lengths.to(scale.device), dim=0)
+    new_points = torch.from_numpy(np.concatenate(lines)).to(points.device) / new_scale
+    return new_points.to(points.dtype), new_lengths
