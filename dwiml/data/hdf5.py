@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from dwiml.atomic import atomic_path
 from dwiml.data.hdf5_subject import RESAMPLING_KEYS, GroupArrays, MissingFileError, read_subject, save_group
 from dwiml.errors import DwimlError
 
@@ -136,10 +136,8 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
     _check_subjects(subjects_dir, subsets)
     names = [name for subset in subsets.values() for name in subset]
     read = partial(_read_or_skip, groups_config=groups_config, enforce_files_presence=enforce_files_presence)
-    tmp_path = out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
-    try:
+    with atomic_path(out_path) as tmp_path:
         with _mapped(read, [subjects_dir / n for n in names], processes) as results, \
                 h5py.File(tmp_path, "w") as h5:
             for name, result in zip(names, tqdm(results, total=len(names), desc="subjects", disable=None)):
@@ -159,9 +157,6 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
                                                  "enforce_files_presence": enforce_files_presence}))
             for subset, subjects in subsets.items():
                 h5.attrs[f"{subset}_subjects"] = json.dumps([s for s in subjects if s not in skipped])
-        os.replace(tmp_path, out_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return out_path
 
 

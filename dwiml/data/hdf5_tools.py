@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from dwiml.atomic import atomic_path
 from dwiml.data.hdf5 import SUBSETS, open_hdf5, subject_lists
 from dwiml.data.hdf5_subject import GroupArrays, check_output_path, save_group
 from dwiml.errors import DwimlError
@@ -50,13 +50,8 @@ def extract(path: str | Path, subject: str, group: str, out: str | Path) -> Path
     with open_hdf5(path) as h5:
         arrays = read_group(h5, subject, group)
     check_output_path(arrays, out)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(out) as tmp:
         save_group(arrays, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -23,7 +23,6 @@ connections (pairs absent from the ground truth) and the share of streamlines on
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 from dipy.io.streamline import load_tractogram
 from scipy.ndimage import distance_transform_edt
 
+from dwiml.atomic import atomic_path
 from dwiml.data.coords import to_dwiml_space, voxel_sizes
 from dwiml.errors import DwimlError
 
@@ -291,7 +291,5 @@ def format_table(results: dict[str, dict]) -> str:
 
 def save_json(results: dict[str, dict], path: str | Path) -> None:
     """Write the scores as JSON under a temporary name, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")

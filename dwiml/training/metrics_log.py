@@ -7,9 +7,10 @@ each file reads as if the run had never stopped.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from dwiml.atomic import atomic_path
 
 
 class CsvLog:
@@ -37,9 +38,7 @@ class CsvLog:
         if not self.path.exists():
             return
         rows = [r for r in self.rows() if None not in r.values() and predicate(r)]  # None: a cut line
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from dwiml.atomic import atomic_path
 from dwiml.errors import DwimlError
 
 METRICS_FILE = "metrics.csv"
@@ -147,8 +147,6 @@ def _natural_key(path: Path) -> list:
 
 
 def _save(fig: Figure, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return out
