@@ -135,6 +135,8 @@ def compress(points: Tensor, lengths: Tensor, voxel_sizes: Tensor, tolerance_mm:
     compiled code), fed and read back as one packed array. ``voxel_sizes`` is ``(3,)`` or per
     point ``(N, 3)``; each streamline must lie in one subject (one voxel size).
     """
+    if len(lengths) == 0:
+        return points, lengths
     scale = voxel_sizes_at(voxel_sizes, len(points))
     packed_mm = ArraySequence()
     packed_mm._data = (points.double() * scale).cpu().numpy()

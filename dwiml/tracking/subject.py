@@ -19,11 +19,12 @@ from dwiml.data.coords import ORIGIN, SPACE, voxel_sizes
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import SUBSETS
 from dwiml.data.neighborhood import Neighborhood
+from dwiml.data.streamlines import compress
 from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
 from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
-from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, compress, volume_inputs
+from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
 TRACKABLE_STEP = "dwiml.training.steps.OneInputStep"
 
@@ -151,4 +152,6 @@ def track_subject(model: nn.Module, subject: Subject, options: TrackingOptions, 
     check_input_size(model, subject, inputs(seeds[:1].to(device)))
     mask = torch.ones(volume.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
     tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options).track(seeds)
-    return tracked if compress_mm is None else compress(tracked, compress_mm, subject.voxel_sizes)
+    if compress_mm is None:
+        return tracked
+    return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds)

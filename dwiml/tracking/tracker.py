@@ -27,7 +27,7 @@ half with no second point, the opposite of the first direction tried), the lengt
 and the same rules: the angle rule at the seed forbids folding back onto the first half.
 
 Streamlines whose length is outside ``[min_length_mm, max_length_mm]`` are dropped at the end.
-Compression (dipy's ``compress_streamlines``) is an optional export step on the final streamlines.
+Compression (:func:`dwiml.data.streamlines.compress`) is an optional export step on the final streamlines.
 """
 from __future__ import annotations
 
@@ -36,9 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
-from dipy.tracking.streamlinespeed import compress_streamlines
 from torch import Tensor, nn
 
 from dwiml.data import neighborhood
@@ -240,12 +238,3 @@ def _join(reversed_half: Tensor, nb_first: Tensor, second: Tensor, nb_second: Te
     points = torch.where(in_first[:, None], reversed_half[row.clamp(max=total - 1), streamline],
                          second[row.clamp(max=len(second) - 1), streamline])
     return points, lengths
-
-
-def compress(tracked: Tracked, tol_error_mm: float, voxel_sizes: Tensor) -> Tracked:
-    """dipy's ``compress_streamlines`` on each streamline (in mm), as a final export step."""
-    scale = voxel_sizes.cpu().float()
-    lines = compress_streamlines([(s * scale).numpy() for s in tracked.as_list()], tol_error=tol_error_mm)
-    lengths = torch.tensor([len(s) for s in lines], dtype=torch.long)
-    points = torch.from_numpy(np.concatenate(lines)) / scale if lines else tracked.points[:0]
-    return Tracked(points.float(), lengths, tracked.seeds)
