@@ -8,22 +8,24 @@
   a spatial block): a region read touches only the chunks overlapping the region, and
   repeated batches of the same subjects (the sampler's ``cycles``) find their blocks in
   the cache. Memory is bounded by the cache's byte budget plus the regions in use.
-- Streamlines of a batch are read as a few slices: the requested point ranges, sorted,
-  merged across gaps shorter than one chunk. Such a gap cannot hold a whole chunk, so the
-  merged reads touch exactly the chunks that the requested streamlines touch, and never
-  more than one read per touched chunk. Streamline points are not cached: batches draw
-  them at random, so they would only push volume blocks out of the cache.
+- Streamlines of a batch are read in one HDF5 read per subject and group, however
+  scattered they are: the requested point ranges, sorted and merged across gaps shorter
+  than one chunk, form one selection (a union of row slices). A merged gap cannot hold a
+  whole chunk, so the read touches exactly the chunks that the requested streamlines
+  touch. Streamline points are not cached: batches draw them at random, so they would
+  only push volume blocks out of the cache.
 """
 from __future__ import annotations
 
 import itertools
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 # Virtual chunk shapes for datasets stored contiguous (no chunks).
 CONTIGUOUS_BLOCK = (32, 32, 32)
@@ -104,10 +106,29 @@ class HDF5Reader:
         chunks = self.dataset(name).chunks
         max_gap = chunks[0] - 1 if chunks else CONTIGUOUS_ROWS
         run_starts, run_ends = merge_ranges(starts, starts + lengths, max_gap)
-        block = np.concatenate([self.read(name, (slice(s, e),)) for s, e in zip(run_starts, run_ends)])
+        block = self.read_runs(name, run_starts, run_ends)
         run = np.searchsorted(run_starts, starts, side="right") - 1
         run_offsets = np.cumsum(run_ends - run_starts) - (run_ends - run_starts)
         return block[ranges(run_offsets[run] + starts - run_starts[run], lengths)]
+
+    def read_runs(self, name: str, run_starts: Sequence[int], run_ends: Sequence[int]) -> np.ndarray:
+        """Rows ``[run_starts[i], run_ends[i])`` of dataset ``name`` (sorted, disjoint runs),
+        concatenated, in one read: a selection that is the union of the runs."""
+        dset = self.dataset(name)
+        total = int(np.sum(np.subtract(run_ends, run_starts)))
+        out = np.empty((total, *dset.shape[1:]), dtype=dset.dtype)
+        if total:
+            selection = dset.id.get_space()
+            selection.select_none()
+            zeros = (0,) * (dset.ndim - 1)
+            for start, end in zip(run_starts, run_ends):
+                if end > start:
+                    selection.select_hyperslab((int(start), *zeros), (int(end - start), *dset.shape[1:]),
+                                               op=h5s.SELECT_OR)
+            dset.id.read(h5s.create_simple(out.shape), selection, out)
+        self.nb_reads += 1
+        self.bytes_read += out.nbytes
+        return out
 
     def region(self, name: str, lo: np.ndarray, hi: np.ndarray, key: Hashable) -> np.ndarray:
         """Voxels ``[lo, hi)`` (all features) of a 4D dataset, assembled from cached chunk blocks.
