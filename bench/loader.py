@@ -17,6 +17,7 @@ import argparse
 import itertools
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     args = parser.parse_args()
+    args.cache_dir = str(Path(args.cache_dir).expanduser())
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"phantom in {args.cache_dir}; {args.batches} batches per repeat, median of {args.repeats}; "
