@@ -19,6 +19,7 @@ from dwiml.data.phantom import (
     BACKGROUND_DIFFUSIVITY,
     BUNDLE_DESIGNS,
     FIBER_EVALS,
+    PHANTOM_VERSION,
     S0,
     SHAPE,
     fiber_orientations,
@@ -198,7 +199,7 @@ def test_subject_splits_and_metadata(phantom):
     assert read("validation") == ["sub-01"]
     assert read("testing") == ["sub-02"]
     params = json.loads((phantom / "phantom.json").read_text())
-    assert params["version"] == 1 and params["seed"] == SEED and params["nb_subjects"] == NB_SUBJECTS
+    assert params["version"] == PHANTOM_VERSION and params["seed"] == SEED and params["nb_subjects"] == NB_SUBJECTS
     assert params["shape"] == list(SHAPE) and params["voxel_size_mm"] == 2.0
     assert len(params["bundles"]) >= 3
 
@@ -208,11 +209,29 @@ def test_groups_config_matches_files(phantom):
     assert config == {
         "input": {"type": "volume", "files": ["sh.nii.gz"], "standardization": "none"},
         "wm_mask": {"type": "volume", "files": ["wm_mask.nii.gz"]},
-        "streamlines": {"type": "streamlines", "files": ["bundles/*.trk"]},
+        "streamlines": {"type": "streamlines", "files": ["bundles/*.trk"], "connectivity_matrix": "connectivity.npy",
+                        "connectivity_labels": "endpoints_labels.nii.gz"},
     }
     for sub in subject_dirs(phantom):
         trk_names = sorted(p.stem for p in sub.glob(config["streamlines"]["files"][0]))
         assert trk_names == sorted(bundle_names(phantom))
+
+
+def test_connectivity_counts_the_bundles_between_their_endpoint_regions(phantom):
+    for sub in subject_dirs(phantom):
+        labels_img = nib.load(sub / "endpoints_labels.nii.gz")
+        labels = np.asarray(labels_img.dataobj)
+        expected = np.zeros((labels.max(),) * 2, dtype=np.int64)
+        for trk in sorted((sub / "bundles").glob("*.trk")):
+            sft = load_tractogram(str(trk), labels_img)
+            sft.to_vox()
+            sft.to_center()
+            for streamline in sft.streamlines:  # a test: one streamline at a time, independently of dwiml
+                a, b = (int(labels[tuple(np.rint(p).astype(int))]) for p in (streamline[0], streamline[-1]))
+                if a and b:
+                    expected[a - 1, b - 1] += 1
+        expected = expected + expected.T - np.diag(np.diag(expected))
+        np.testing.assert_array_equal(np.load(sub / "connectivity.npy"), expected)
 
 
 def test_refuses_non_empty_out_dir(phantom):

@@ -207,6 +207,25 @@ class StreamlinesStepConfig:
 
 
 @dataclass
+class GenerationValidationConfig:
+    _target_: str = "dwiml.evaluation.generation.GenerationValidation"
+    every_n_epochs: int = 1
+    streamline_group: str = "${loader.streamline_group}"
+    step_size_mm: Optional[float] = "${loader.step_size_mm}"  # type: ignore[assignment]
+    nb_init_points: int = 2
+    max_streamlines_per_subject: Optional[int] = 500
+    tracking_mask: Optional[str] = None
+    algo: str = "det"
+    max_angle_deg: float = 90.0
+    max_length_mm: float = 300.0
+    eos_threshold: Optional[float] = None
+    end_radius_mm: float = 2.0
+    endpoint_tolerance_mm: float = 0.0
+    batch_size: int = 10_000
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
 class TrainerConfig:
     _target_: str = "dwiml.training.trainer.Trainer"
     max_epochs: int = 10
@@ -311,6 +330,7 @@ class TrainConfig:
     step: Any = MISSING
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
+    gv: Optional[GenerationValidationConfig] = None
     seed: int = 1234
     device: str = "cpu"
     num_workers: int = 0
@@ -334,6 +354,7 @@ SCHEMAS = {
                   "cosine_warmup": CosineWarmupLRConfig, "plateau": PlateauLRConfig},
     "step": {"one_input": OneInputStepConfig, "streamlines": StreamlinesStepConfig},
     "trainer": {"trainer": TrainerConfig},
+    "gv": {"gv": GenerationValidationConfig},
     "logger": {"none": NoLoggerConfig, "comet": CometLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
                "loggers": LoggersConfig},
 }

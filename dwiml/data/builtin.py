@@ -12,9 +12,8 @@ from pathlib import Path
 
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
-from dwiml.data.phantom import make_phantom
+from dwiml.data.phantom import PHANTOM_VERSION, make_phantom
 
-PHANTOM_VERSION = 1
 log = logging.getLogger(__name__)
 
 

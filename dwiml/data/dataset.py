@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dwiml.data.connectivity import ConnectivityReference
 from dwiml.data.hdf5 import SUBSETS, open_hdf5, subject_lists
 from dwiml.data.lazy import HDF5Reader, ranges
 from dwiml.errors import DwimlError
@@ -89,6 +90,20 @@ class SubjectSet:
         if not self.lazy:
             return self._arrays[subject, group][ranges(starts, lengths)], lengths
         return self.reader.rows(f"{self.subjects[subject]}/{group}/points", starts, lengths), lengths
+
+    def connectivity(self, subject: int, group: str) -> ConnectivityReference | None:
+        """The streamline group's connectivity reference, None when it has none."""
+        self._check(group, "streamlines")
+        attrs = self.attrs[subject, group]
+        kind = attrs.get("connectivity_type")
+        if kind is None:
+            return None
+        with h5py.File(self.hdf5_path, "r") as h5:
+            node = h5[self.subjects[subject]][group]
+            matrix = node["connectivity_matrix"][:]
+            labels = node["connectivity_labels"][:] if kind == "labels" else None
+        nb_blocs = tuple(int(n) for n in attrs["connectivity_nb_blocs"]) if kind == "blocs" else None
+        return ConnectivityReference(matrix, tuple(int(n) for n in attrs["dimensions"]), labels, nb_blocs)
 
     def voxel_sizes(self, subject: int, group: str) -> np.ndarray:
         return np.asarray(self.attrs[subject, group]["voxel_sizes"], dtype=np.float64)

@@ -34,7 +34,7 @@ from dipy.sims.voxel import add_noise
 from scipy.ndimage import binary_dilation
 from scipy.spatial import cKDTree
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: the streamline group holds a connectivity reference
 SHAPE = (24, 24, 12)
 VOXEL_SIZE_MM = 2.0
 S0 = 100.0
@@ -68,6 +68,8 @@ wm_mask:
 streamlines:
   type: streamlines
   files: [bundles/*.trk]
+  connectivity_matrix: connectivity.npy
+  connectivity_labels: endpoints_labels.nii.gz
 """
 
 
@@ -247,6 +249,15 @@ def endpoint_labels(bundles: list[Bundle]) -> np.ndarray:
     return labels
 
 
+def connectivity(bundles: list[Bundle]) -> np.ndarray:
+    """Streamline counts between the endpoint regions of :func:`endpoint_labels` (label ``l`` is row
+    ``l - 1``): bundle ``b`` joins rows ``2b`` and ``2b + 1``."""
+    matrix = np.zeros((2 * len(bundles),) * 2, dtype=np.int64)
+    for b, bundle in enumerate(bundles):
+        matrix[2 * b, 2 * b + 1] = matrix[2 * b + 1, 2 * b] = len(bundle.streamlines)
+    return matrix
+
+
 def write_subject(subject_dir: Path, gtab: GradientTable, rng: np.random.Generator) -> None:
     """Simulate one subject and write its volumes, gradients and bundles."""
     bundles = [make_bundle(design, rng) for design in BUNDLE_DESIGNS]
@@ -268,6 +279,7 @@ def write_subject(subject_dir: Path, gtab: GradientTable, rng: np.random.Generat
     for name, img in volumes.items():
         img.header.set_xyzt_units("mm")
         nib.save(img, subject_dir / f"{name}.nii.gz")
+    np.save(subject_dir / "connectivity.npy", connectivity(bundles))
     np.savetxt(subject_dir / "dwi.bval", gtab.bvals[None], fmt="%.6f")
     np.savetxt(subject_dir / "dwi.bvec", gtab.bvecs.T, fmt="%.10f")
     for bundle in bundles:

@@ -150,32 +150,51 @@ def load_ground_truth(bundle_paths: list[str | Path], labels_path: str | Path,
     labels = dilate_labels(np.asarray(labels_img.dataobj).astype(np.int64), labels_img.affine,
                            endpoint_tolerance_mm)
     bundles = [load_streamlines(path, labels_path) for path in bundle_paths]
+    names = [Path(p).name.split(".")[0] for p in bundle_paths]
+    return ground_truth(bundles, names, labels, [str(p) for p in bundle_paths], "file names", str(labels_path))
+
+
+def ground_truth(bundles: list[Packed], names: list[str], labels: np.ndarray, sources: list[str],
+                 naming: str = "names", labels_source: str = "the label volume") -> GroundTruth:
+    """Ground truth from bundles, their names and the label volume of their endpoint regions;
+    ``sources`` say where each bundle comes from (for error messages)."""
     regions = []
-    for path, bundle in zip(bundle_paths, bundles):
+    for source, bundle in zip(sources, bundles):
         pairs, counts = np.unique(endpoint_regions(bundle, labels), axis=0, return_counts=True)
         pair = pairs[np.argmax(counts)] if len(pairs) else np.zeros(2, dtype=np.int64)
         if (pair == 0).any():
-            raise DwimlError(f"{path}: most streamlines of this bundle do not end in two labelled regions "
-                             f"of {labels_path}")
+            raise DwimlError(f"{source}: most streamlines of this bundle do not end in two labelled "
+                             f"regions of {labels_source}")
         regions.append(pair)
     regions = np.array(regions, dtype=np.int64).reshape(-1, 2)
     _, first, counts = np.unique(regions, axis=0, return_index=True, return_counts=True)
     if (counts > 1).any():
         twice = tuple(regions[first[counts > 1][0]])
         raise DwimlError(f"two ground-truth bundles connect the same regions {twice}: "
-                         f"{[str(p) for p, r in zip(bundle_paths, regions) if tuple(r) == twice]}")
-    names = [Path(p).name.split(".")[0] for p in bundle_paths]
+                         f"{[s for s, r in zip(sources, regions) if tuple(r) == twice]}")
     if len(set(names)) < len(names):
-        raise DwimlError(f"ground-truth bundles need distinct file names: {[str(p) for p in bundle_paths]}")
+        raise DwimlError(f"ground-truth bundles need distinct {naming}: {sources}")
     region_values = np.unique(labels[labels > 0])
     return GroundTruth(
         labels=labels,
         names=names,
         regions=regions,
-        maps=np.stack([voxel_map(b, labels.shape) for b in bundles]),
+        maps=np.stack([voxel_map(b, labels.shape) for b in bundles]).reshape(-1, *labels.shape),
         region_values=region_values,
-        connectivity=sum(connectivity_matrix(endpoint_regions(b, labels), region_values) for b in bundles),
+        connectivity=sum((connectivity_matrix(endpoint_regions(b, labels), region_values) for b in bundles),
+                         np.zeros((len(region_values),) * 2, dtype=np.int64)),
     )
+
+
+def ground_truth_by_regions(streamlines: Packed, labels: np.ndarray) -> GroundTruth:
+    """Ground truth from one set of streamlines: a bundle per pair of regions they connect (named
+    ``"<a>-<b>"``); streamlines with an end outside every region are left out."""
+    pairs = endpoint_regions(streamlines, labels)
+    connected = (pairs > 0).all(axis=1)
+    unique = np.unique(pairs[connected], axis=0)
+    names = [f"{a}-{b}" for a, b in unique]
+    bundles = [streamlines.select(connected & (pairs == pair).all(axis=1)) for pair in unique]
+    return ground_truth(bundles, names, labels, names)
 
 
 def assign_bundles(pairs: np.ndarray, regions: np.ndarray) -> np.ndarray:

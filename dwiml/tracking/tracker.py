@@ -26,6 +26,10 @@ second half then starts at the seed with the segment that reached it (``seed - p
 half with no second point, the opposite of the first direction tried), the length budget left,
 and the same rules: the angle rule at the seed forbids folding back onto the first half.
 
+Continuing given streamlines (``continue_streamlines``, the generation-validation phase): the
+model's state is built on each prefix of ``k`` points (all prefixes have the same length, so every
+row starts together, for any model), then tracking goes on forward from the prefix's last point.
+
 Streamlines whose length is outside ``[min_length_mm, max_length_mm]`` are dropped at the end.
 Compression (:func:`dwiml.data.streamlines.compress`) is an optional export step on the final streamlines.
 """
@@ -125,6 +129,26 @@ class Tracker:
         keep = length_in_range(points, lengths, self.voxel_sizes.cpu().double(),
                                self.options.min_length_mm, self.options.max_length_mm)
         return Tracked(*select(points, lengths, keep), seeds[keep])
+
+    @torch.no_grad()
+    def continue_streamlines(self, prefixes: Tensor) -> Tracked:
+        """Each prefix ``prefixes[:, b]`` (``(k, B, 3)``, voxel space, ``k >= 1`` points about
+        ``step_size_mm`` apart) continued forward; every streamline is kept (no length filter) and
+        starts with its prefix. ``seeds`` are the prefixes' first points."""
+        prefixes = prefixes.detach().float()
+        parts = []
+        for chunk in torch.split(prefixes, self.options.batch_size, dim=1):
+            chunk = chunk.to(self.device)
+            k, batch = chunk.shape[:2]
+            nb = torch.full((batch,), k, dtype=torch.long, device=self.device)
+            state, last_dirs = self._replay(chunk, nb, torch.zeros_like(chunk[0]))
+            grown, nb_grown, _ = self._grow(chunk[-1], last_dirs, state, torch.full_like(nb, k - 1).float()
+                                            * self.options.step_size_mm)
+            points, lengths = _join(chunk, nb, grown, nb_grown)
+            parts.append((points.cpu(), lengths.cpu()))
+        points = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, 3)
+        lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        return Tracked(points, lengths, prefixes[0].cpu())
 
     def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
         """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds."""

@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from dwiml.config.build import build
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.errors import DwimlError
+from dwiml.evaluation.generation import GenerationValidation
 from dwiml.models.io import build_model
 from dwiml.training import distributed
+from dwiml.training.steps import OneInputStep
 from dwiml.training.trainer import Trainer
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
@@ -56,7 +58,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     return build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
         model=build_model(model_config), model_config=model_config, optimizer=build(cfg.optim),
         scheduler=build(cfg.scheduler), step=step, train_loader=train_loader, valid_loader=valid_loader,
-        run_dir=run_dir, logger=build(cfg.logger), device=device)
+        run_dir=run_dir, logger=build(cfg.logger), device=device, gv=_generation_validation(cfg, dataset, step))
+
+
+def _generation_validation(cfg: DictConfig, dataset: MultiSubjectDataset, step) -> GenerationValidation | None:
+    """The gv component, tracking with the step's input volume and neighbourhood (None without ``gv``)."""
+    if cfg.gv is None:
+        return None
+    if not isinstance(step, OneInputStep):
+        raise DwimlError(f"gv: the generation-validation phase tracks, which needs step=one_input "
+                         f"(this run's step is {cfg.step._target_})")
+    return build(cfg.gv, _partial_=True)(dataset=dataset, input_group=step.input_group,
+                                         neighborhood=step.neighborhood, device=str(step.device))
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:

@@ -20,6 +20,12 @@ sampler), so DataLoader workers hold no RNG state that matters.
 epoch, gradients are averaged by DistributedDataParallel, per-batch numbers are gathered
 every batch (one small collective that also shares stop and checkpoint decisions), and
 only rank 0 writes to the run folder.
+
+**Generation validation.** With a ``gv`` component (see
+:mod:`dwiml.evaluation.generation`), the model also tracks at the end of the epochs where
+``gv.due(epoch)``; its metrics go to ``gv_metrics.csv`` (rows on those epochs only) and to the
+loggers. ``monitor`` may name one of them: the best model and early stopping then follow it,
+updated on those epochs only (patience counts evaluations of the monitor).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -47,7 +54,10 @@ from dwiml.training.checkpoint import find_checkpoint, load_checkpoint, rng_stat
 from dwiml.training.loggers import NoLogger
 from dwiml.training.metrics_log import CsvLog
 from dwiml.training.stopping import EarlyStopping, StopRequests
-from dwiml.viz.plots import plot_metrics
+from dwiml.viz.plots import GV_METRICS, plot_metrics
+
+if TYPE_CHECKING:
+    from dwiml.evaluation.generation import GenerationValidation
 
 METRICS, BATCH_METRICS, BEST_MODEL = "metrics.csv", "batch_metrics.csv", "best_model"
 METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
@@ -80,8 +90,10 @@ class Trainer:
                  ema_decay: float | None = None, precision: str = "32", compile: bool = False,
                  strategy: str = "single", checkpoint_every_minutes: float | None = None,
                  checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
-                 auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 1):
-        _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches)
+                 auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 1,
+                 gv: GenerationValidation | None = None):
+        _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches,
+                       gv.columns if gv is not None else ())
         self.device = torch.device(device)
         self.model, self.model_config = model.to(self.device), model_config
         self.forward_model = dist.data_parallel(self.model, self.device) if dist.world_size() > 1 else self.model
@@ -107,6 +119,8 @@ class Trainer:
         self._plot: Future | None = None
         self.metrics = CsvLog(self.run_dir / METRICS, METRIC_COLUMNS)
         self.batch_metrics = CsvLog(self.run_dir / BATCH_METRICS, BATCH_COLUMNS)
+        self.gv = gv
+        self.gv_metrics = CsvLog(self.run_dir / GV_METRICS, ("epoch", *gv.columns)) if gv is not None else None
         self.epoch, self.batch_index, self.totals = 0, 0, _fresh_totals()  # epochs done, batches done in the next
         self.logger_key: str | None = None
         self._last_checkpoint = (time.monotonic(), 0)
@@ -226,23 +240,38 @@ class Trainer:
                    "epoch_seconds": t["seconds"] + time.perf_counter() - start,
                    "grad_norm_clipped": t["grad_norm_clipped"] / steps, "data_seconds": t["data_seconds"],
                    "compute_seconds": t["compute_seconds"], "peak_memory_mb": _peak_memory_mb(self.device)}
+        generated = self._generation_validation(epoch)
         self.epoch, self.batch_index, self.totals = epoch, 0, _fresh_totals()
-        monitored = metrics[self.early_stopping.monitor]
+        monitored = {**metrics, **generated}.get(self.early_stopping.monitor)  # None: a gv metric, not this epoch
         if isinstance(self.scheduler, ReduceLROnPlateau):
-            self.scheduler.step(monitored)
+            if monitored is not None:
+                self.scheduler.step(monitored)
         elif self.scheduler is not None:
             self.scheduler.step()
-        improved = self.early_stopping.update(monitored, epoch)
+        improved = monitored is not None and self.early_stopping.update(monitored, epoch)
         if dist.is_main():
             if improved:
                 save_model(self._eval_model(), self.model_config, self.run_dir / BEST_MODEL)
             self.metrics.append([metrics])
             self.logger.log_metrics(metrics, epoch)
+            if generated:
+                self.gv_metrics.append([{"epoch": epoch, **generated}])
+                self.logger.log_metrics(generated, epoch)
             if self.plot_every_epochs and epoch % self.plot_every_epochs == 0 and (self._plot is None or self._plot.done()):
                 self._plot = self._plotter.submit(plot_metrics, self.run_dir)
         self._save()
-        log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s", epoch, train_loss,
-                 valid_loss, metrics["epoch_seconds"], metrics["data_seconds"], " (best)" if improved else "")
+        log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s%s", epoch, train_loss,
+                 valid_loss, metrics["epoch_seconds"], metrics["data_seconds"],
+                 "".join(f", {k} {v:.4g}" for k, v in generated.items()), " (best)" if improved else "")
+
+    def _generation_validation(self, epoch: int) -> dict[str, float]:
+        """The gv metrics of the validated weights at the end of ``epoch``, {} when the phase does
+        not run then. Computed on rank 0, shared with the other ranks."""
+        if self.gv is None or not self.gv.due(epoch):
+            return {}
+        metrics = self.gv(self._eval_model()) if dist.is_main() else None
+        self.model.train()
+        return dist.all_gather_objects(metrics)[0]
 
     @torch.no_grad()
     def _validate(self) -> float:
@@ -312,16 +341,20 @@ class Trainer:
         self.logger_key = state["logger_key"]
         set_rng_states(state["rng"][dist.rank()])
         if dist.is_main():
-            self.metrics.keep(lambda row: int(row["epoch"]) <= self.epoch)
+            for log_file in (self.metrics, self.gv_metrics):
+                if log_file is not None:
+                    log_file.keep(lambda row: int(row["epoch"]) <= self.epoch)
             self.batch_metrics.keep(lambda row: int(row["epoch"]) <= self.epoch or
                                     (int(row["epoch"]) == self.epoch + 1 and int(row["batch"]) < self.batch_index))
         log.info("resumed %s at epoch %d, batch %d (best %s %.6g at epoch %d)", self.run_dir, self.epoch + 1,
                  self.batch_index, self.early_stopping.monitor, self.early_stopping.best, self.best_epoch)
 
 
-def _check_options(monitor: str, mode: str, precision: str, strategy: str, accumulate: int) -> None:
-    if monitor not in METRIC_COLUMNS[1:]:
-        raise DwimlError(f"trainer.monitor='{monitor}' is not a logged metric: one of {METRIC_COLUMNS[1:]}")
+def _check_options(monitor: str, mode: str, precision: str, strategy: str, accumulate: int,
+                   gv_columns: tuple[str, ...]) -> None:
+    if monitor not in METRIC_COLUMNS[1:] + gv_columns:
+        raise DwimlError(f"trainer.monitor='{monitor}' is not a logged metric: one of "
+                         f"{METRIC_COLUMNS[1:] + gv_columns}" + ("" if gv_columns else " (gv=default adds gv_*)"))
     if mode not in ("min", "max"):
         raise DwimlError(f"trainer.monitor_mode must be min or max, got '{mode}'")
     if precision not in PRECISIONS:

@@ -1,5 +1,8 @@
 """Curves of a run's ``metrics.csv`` (one row per epoch), alone or overlaid with other runs.
 
+The generation-validation metrics of ``gv_metrics.csv`` (rows on the epochs where the phase ran)
+join them by epoch; each curve is drawn through the epochs that have a value.
+
 A metric name selects a column, or the pair ``train_<name>`` / ``valid_<name>`` drawn in one
 panel (``loss`` draws train_loss and valid_loss). Figures are drawn with matplotlib's object
 API (no pyplot, no global backend) and written under a temporary name, then renamed.
@@ -23,8 +26,10 @@ from dwiml.atomic import atomic_path
 from dwiml.errors import DwimlError
 
 METRICS_FILE = "metrics.csv"
+GV_METRICS = "gv_metrics.csv"
 PLOTS_DIR = "plots"
 DEFAULT_METRICS = ("loss", "learning_rate")
+DEFAULT_GV_METRICS = ("gv_final_distance_mm", "gv_valid_pct")  # drawn too when the runs have them
 PHASES = ("train", "valid")  # drawn dashed and solid
 FIGURE_WIDTH, PANEL_HEIGHT = 8.0, 3.2  # inches
 RUNS_LEGEND_LEFT = 0.72  # figure fraction where the legend of several runs starts
@@ -39,8 +44,8 @@ def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> P
 def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] | None = None) -> Path:
     """Overlay the runs (label -> run folder) in one figure, one panel per metric; return ``out``."""
     tables = {label: read_metrics(run) for label, run in runs.items()}
-    metrics = list(metrics or DEFAULT_METRICS)
     available = set().union(*tables.values())
+    metrics = list(metrics or DEFAULT_METRICS + tuple(m for m in DEFAULT_GV_METRICS if m in available))
     for name in metrics:
         if not _columns(name, available):
             raise DwimlError(f"no metric '{name}' in {', '.join(str(r / METRICS_FILE) for r in runs.values())} "
@@ -52,7 +57,9 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
     for ax, name in zip(axes, metrics):
         for color, table in zip(colors, tables.values()):
             for column in _columns(name, table):
-                ax.plot(table["epoch"], table[column], _style(column), color=color, marker=".")
+                has_value = ~np.isnan(table[column])
+                ax.plot(table["epoch"][has_value], table[column][has_value], _style(column), color=color,
+                        marker=".")
         ax.set(xlabel="epoch", ylabel=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -70,16 +77,31 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """The numeric columns of ``<run_dir>/metrics.csv`` (empty or non-numeric cells are NaN)."""
+    """The numeric columns of ``<run_dir>/metrics.csv``, with those of ``gv_metrics.csv`` placed at
+    their epochs (empty, non-numeric or missing cells are NaN)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise DwimlError(f"{path}: no such metrics file")
+    columns = _read_csv(path)
+    if "epoch" not in columns:
+        raise DwimlError(f"{path}: no epoch rows (expected a header with an 'epoch' column)")
+    gv = _read_csv(Path(run_dir) / GV_METRICS) if (Path(run_dir) / GV_METRICS).is_file() else {}
+    if "epoch" in gv:
+        row_of = {epoch: row for row, epoch in enumerate(columns["epoch"])}
+        rows, found = np.array([[row_of.get(e, 0), e in row_of] for e in gv.pop("epoch")], dtype=np.int64).T
+        for key, values in gv.items():
+            columns[key] = np.full(len(columns["epoch"]), np.nan)
+            columns[key][rows[found == 1]] = values[found == 1]
+    return {key: values for key, values in columns.items() if not np.isnan(values).all()}
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Column -> values of a CSV file; {} when it has no rows."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or "epoch" not in rows[0]:
-        raise DwimlError(f"{path}: no epoch rows (expected a header with an 'epoch' column)")
-    columns = {key: np.array([_to_float(row[key]) for row in rows]) for key in rows[0]}
-    return {key: values for key, values in columns.items() if not np.isnan(values).all()}
+    if not rows:
+        return {}
+    return {key: np.array([_to_float(row[key]) for row in rows]) for key in rows[0]}
 
 
 def find_runs(paths: Sequence[str | Path]) -> dict[str, Path]:

@@ -1,0 +1,156 @@
+"""The generation-validation phase: the model tracks on from the start of validation streamlines,
+and is judged by where the streamlines it generates end.
+
+Every ``every_n_epochs`` epochs the trainer calls :class:`GenerationValidation` with the model it
+validates. For each validation subject, a fixed random choice of at most
+``max_streamlines_per_subject`` streamlines of ``streamline_group`` (the same every epoch),
+resampled to ``step_size_mm``, is continued by :meth:`dwiml.tracking.tracker.Tracker.continue_streamlines`:
+the model's state is built on each streamline's first ``nb_init_points`` points, then it tracks
+forward with the rules of :mod:`dwiml.tracking` (``tracking_mask``: a volume group of the subject,
+or the whole volume; ``max_angle_deg``, ``max_length_mm``, ``eos_threshold``, ``algo``).
+
+Metrics (over all validation subjects; each subject weighs its number of streamlines):
+
+- ``gv_final_distance_mm``: mean distance between the generated and the true final points;
+- ``gv_reached_end``: share of generated streamlines whose final point lies within
+  ``end_radius_mm`` of the true final point;
+- ``gv_connectivity_fp_rate``, when the streamline group has a connectivity reference (see
+  :mod:`dwiml.data.connectivity`): share of generated streamlines joining two regions that the
+  reference never connects (lower is better);
+- when that reference is a label volume (the phantom's endpoint regions): the Tractometer scores
+  of :mod:`dwiml.evaluation.scoring` (``gv_valid_pct``, ``gv_invalid_pct``, ``gv_no_connection_pct``,
+  ``gv_mean_overlap``, ``gv_mean_overreach``, ``gv_mean_f1``) against a ground truth of all the
+  subject's streamlines of the group, one bundle per pair of regions they connect (regions grown
+  by ``endpoint_tolerance_mm``);
+- ``gv_seconds``: the time the phase took.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dwiml.data.connectivity import ConnectivityReference
+from dwiml.data.dataset import MultiSubjectDataset
+from dwiml.data.neighborhood import Neighborhood
+from dwiml.data.streamlines import offsets, resample_step
+from dwiml.errors import DwimlError
+from dwiml.evaluation.scoring import GroundTruth, Packed, dilate_labels, ground_truth_by_regions, score
+from dwiml.tracking.tracker import Tracker, TrackingOptions, volume_inputs
+
+DISTANCE_METRICS = ("gv_final_distance_mm", "gv_reached_end")
+CONNECTIVITY_METRICS = ("gv_connectivity_fp_rate",)
+SCORES = ("valid_pct", "invalid_pct", "no_connection_pct", "mean_overlap", "mean_overreach", "mean_f1")
+
+
+@dataclass
+class _Subject:
+    """What one validation subject's phase needs, prepared once."""
+
+    index: int
+    prefixes: Tensor  # (k, B, 3) the first points of the chosen streamlines
+    true_final: np.ndarray  # (B, 3) their last points
+    linear: np.ndarray  # (3, 3) voxel -> mm (the affine without its translation)
+    connectivity: ConnectivityReference | None
+    truth: GroundTruth | None
+
+
+class GenerationValidation:
+    """Tracks on from the first points of validation streamlines; ``__call__(model)`` gives the metrics."""
+
+    def __init__(self, dataset: MultiSubjectDataset, input_group: str, neighborhood: Neighborhood = Neighborhood(),
+                 device: str = "cpu", every_n_epochs: int = 1, streamline_group: str = "streamlines",
+                 step_size_mm: float | None = 1.0, nb_init_points: int = 2,
+                 max_streamlines_per_subject: int | None = 500, tracking_mask: str | None = None,
+                 algo: str = "det", max_angle_deg: float = 90.0, max_length_mm: float = 300.0,
+                 eos_threshold: float | None = None, end_radius_mm: float = 2.0,
+                 endpoint_tolerance_mm: float = 0.0, batch_size: int = 10_000, seed: int = 1234):
+        if every_n_epochs < 1 or nb_init_points < 1:
+            raise DwimlError(f"gv.every_n_epochs and gv.nb_init_points must be >= 1, got {every_n_epochs}, "
+                             f"{nb_init_points}")
+        if step_size_mm is None:
+            raise DwimlError("gv.step_size_mm is null: give the step size (mm) the model tracks with")
+        self.validation = dataset.validation
+        if len(self.validation) == 0:
+            raise DwimlError(f"gv: {dataset.hdf5_path} has no validation subjects to track")
+        self.every_n_epochs, self.input_group, self.neighborhood = every_n_epochs, input_group, neighborhood
+        self.tracking_mask, self.end_radius_mm = tracking_mask, end_radius_mm
+        self.device = torch.device(device)
+        self.options = TrackingOptions(algo=algo, step_size_mm=step_size_mm, max_angle_deg=max_angle_deg,
+                                       min_length_mm=0.0, max_length_mm=max_length_mm, eos_threshold=eos_threshold,
+                                       bidirectional=False, batch_size=batch_size, rng_seed=seed)
+        rng = np.random.default_rng(seed)
+        self.subjects = [self._prepare(i, streamline_group, nb_init_points, max_streamlines_per_subject,
+                                       endpoint_tolerance_mm, rng) for i in range(len(self.validation))]
+        self.columns = DISTANCE_METRICS
+        if all(s.connectivity is not None for s in self.subjects):
+            self.columns += CONNECTIVITY_METRICS
+        if all(s.truth is not None for s in self.subjects):
+            self.columns += tuple(f"gv_{name}" for name in SCORES)
+        self.columns += ("gv_seconds",)
+
+    def due(self, epoch: int) -> bool:
+        """Whether the phase runs at the end of ``epoch`` (counted from 1)."""
+        return epoch % self.every_n_epochs == 0
+
+    def _prepare(self, index: int, group: str, k: int, max_streamlines: int | None, tolerance_mm: float,
+                 rng: np.random.Generator) -> _Subject:
+        subset = self.validation
+        subset.volume_region(index, self.input_group, (0, 0, 0), (0, 0, 0))  # the group exists (clear error)
+        if self.tracking_mask is not None:
+            subset.volume_region(index, self.tracking_mask, (0, 0, 0), (0, 0, 0))
+        subset.streamlines(index, group, np.zeros(0, np.int64))  # the group exists (clear error)
+        nb = len(subset.index[index, group].lengths)
+        ids = np.sort(rng.permutation(nb)[:max_streamlines]) if max_streamlines is not None else np.arange(nb)
+        voxel_sizes = torch.from_numpy(subset.voxel_sizes(index, group))
+        points, lengths = subset.streamlines(index, group, ids)
+        points, lengths = resample_step(torch.from_numpy(points).double(), torch.from_numpy(lengths), voxel_sizes,
+                                        self.options.step_size_mm)
+        keep = lengths > k  # a true continuation exists beyond the prefix
+        starts, lengths = offsets(lengths)[keep], lengths[keep]
+        prefixes = points[starts[None, :] + torch.arange(k)[:, None]].float()
+        true_final = points[starts + lengths - 1].numpy()
+        connectivity = subset.connectivity(index, group)
+        truth = None
+        if connectivity is not None and connectivity.labels is not None:
+            everything, all_lengths = subset.streamlines(index, group, np.arange(nb))
+            labels = dilate_labels(connectivity.labels.astype(np.int64), subset.affine(index, group), tolerance_mm)
+            truth = ground_truth_by_regions(Packed(everything.astype(np.float64), all_lengths), labels)
+        return _Subject(index, prefixes, true_final, subset.affine(index, group)[:3, :3], connectivity, truth)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """The metrics of ``model`` (left in eval mode)."""
+        start = time.perf_counter()
+        results, weights = [], []
+        for subject in self.subjects:
+            results.append(self._subject_metrics(model, subject))
+            weights.append(subject.prefixes.shape[1])
+        weights = np.asarray(weights, dtype=np.float64)
+        metrics = {name: float(np.average([r[name] for r in results], weights=weights)) if weights.sum() else float("nan")
+                   for name in self.columns[:-1]}
+        return {**metrics, "gv_seconds": time.perf_counter() - start}
+
+    def _subject_metrics(self, model: nn.Module, subject: _Subject) -> dict[str, float]:
+        subset, i = self.validation, subject.index
+        volume = torch.from_numpy(subset.volume(i, self.input_group)).to(self.device)
+        voxel_sizes = torch.from_numpy(subset.voxel_sizes(i, self.input_group))
+        inputs = volume_inputs(volume, self.neighborhood.offsets_vox(voxel_sizes).float().to(self.device))
+        mask = (torch.from_numpy(subset.volume(i, self.tracking_mask)[..., 0]) if self.tracking_mask is not None
+                else torch.ones(volume.shape[:3]))
+        tracked = Tracker(model, inputs, mask, voxel_sizes, self.options).continue_streamlines(subject.prefixes)
+        points, lengths = tracked.points.double().numpy(), tracked.lengths.numpy()
+        first = np.cumsum(lengths) - lengths
+        final = points[first + lengths - 1]
+        distance = np.linalg.norm((final - subject.true_final) @ subject.linear.T, axis=1)
+        metrics = {"gv_final_distance_mm": float(distance.mean()) if len(distance) else float("nan"),
+                   "gv_reached_end": float((distance <= self.end_radius_mm).mean()) if len(distance) else float("nan")}
+        if subject.connectivity is not None:
+            metrics["gv_connectivity_fp_rate"] = subject.connectivity.false_positive_rate(points[first], final)
+        if subject.truth is not None:
+            scores = score(Packed(points, lengths), subject.truth)
+            metrics.update({f"gv_{name}": float(scores[name]) for name in SCORES})
+        return metrics
