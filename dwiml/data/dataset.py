@@ -61,7 +61,7 @@ class SubjectSet:
 
     def volume(self, subject: int, group: str) -> np.ndarray:
         """The ``(X, Y, Z, F)`` float32 volume of a volume group."""
-        self._check(group, "volume")
+        self.check_group(group, "volume")
         if not self.lazy:
             return self._arrays[subject, group]
         return self.volume_region(subject, group, (0, 0, 0), self.shapes[subject, group][:3])[0]
@@ -71,7 +71,7 @@ class SubjectSet:
 
         In lazy mode only the chunks overlapping the region are read (and cached).
         """
-        self._check(group, "volume")
+        self.check_group(group, "volume")
         shape = np.array(self.shapes[subject, group][:3])
         lo = np.clip(np.asarray(lo, dtype=np.int64), 0, shape)
         hi = np.clip(np.asarray(hi, dtype=np.int64), lo, shape)
@@ -82,7 +82,7 @@ class SubjectSet:
 
     def streamlines(self, subject: int, group: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed points ``(N, 3)`` and lengths of streamlines ``ids``, in that order."""
-        self._check(group, "streamlines")
+        self.check_group(group, "streamlines")
         index = self.index[subject, group]
         starts, lengths = index.offsets[ids], index.lengths[ids]
         if len(ids) == 0:
@@ -93,7 +93,7 @@ class SubjectSet:
 
     def connectivity(self, subject: int, group: str) -> ConnectivityReference | None:
         """The streamline group's connectivity reference, None when it has none."""
-        self._check(group, "streamlines")
+        self.check_group(group, "streamlines")
         attrs = self.attrs[subject, group]
         kind = attrs.get("connectivity_type")
         if kind is None:
@@ -111,7 +111,8 @@ class SubjectSet:
     def affine(self, subject: int, group: str) -> np.ndarray:
         return np.asarray(self.attrs[subject, group]["affine"], dtype=np.float64)
 
-    def _check(self, group: str, kind: str) -> None:
+    def check_group(self, group: str, kind: str) -> None:
+        """A clear error when the subjects have no group ``group`` of type ``kind`` (volume or streamlines)."""
         if self.groups.get(group) != kind:
             known = [g for g, k in self.groups.items() if k == kind]
             raise DwimlError(f"{self.hdf5_path}: no {kind} group '{group}' (groups: {known})")
@@ -143,7 +144,7 @@ class MultiSubjectDataset:
         subset = next((s for s in (self.training, self.validation, self.testing) if len(s)), None)
         if subset is None:
             raise DwimlError(f"{self.hdf5_path}: no subjects")
-        subset._check(group, "volume")
+        subset.check_group(group, "volume")
         return int(subset.attrs[0, group]["nb_features"])
 
 

@@ -77,7 +77,7 @@ class BatchSampler(torch.utils.data.Sampler):
             raise DwimlError(f"sampler.batch_size={batch_size} streamlines: must be at least 1")
         if not 0 <= rank < world_size:
             raise DwimlError(f"sampler: rank {rank} outside world_size {world_size}")
-        subset._check(streamline_group, "streamlines")
+        subset.check_group(streamline_group, "streamlines")
         self.lengths_mm = [subset.index[i, streamline_group].lengths_mm for i in range(len(subset))]
         if sum(len(l) for l in self.lengths_mm) == 0:
             raise DwimlError(f"{subset.name} set: no streamlines in group '{streamline_group}'")

@@ -20,14 +20,15 @@ Metrics (over all validation subjects; each subject weighs its number of streaml
 - when that reference is a label volume (the phantom's endpoint regions): the Tractometer scores
   of :mod:`dwiml.evaluation.scoring` (``gv_valid_pct``, ``gv_invalid_pct``, ``gv_no_connection_pct``,
   ``gv_mean_overlap``, ``gv_mean_overreach``, ``gv_mean_f1``) against a ground truth of all the
-  subject's streamlines of the group, one bundle per pair of regions they connect (regions grown
-  by ``endpoint_tolerance_mm``);
+  subject's streamlines of the group, one bundle per pair of regions they connect;
+- label regions are grown by ``endpoint_tolerance_mm`` for both (streamlines tracked to the edge of
+  a tracking mask may end just past them);
 - ``gv_seconds``: the time the phase took.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from dwiml.data.neighborhood import Neighborhood
 from dwiml.data.streamlines import offsets, resample_step
 from dwiml.errors import DwimlError
 from dwiml.evaluation.scoring import GroundTruth, Packed, dilate_labels, ground_truth_by_regions, score
-from dwiml.tracking.tracker import Tracker, TrackingOptions, volume_inputs
+from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
 DISTANCE_METRICS = ("gv_final_distance_mm", "gv_reached_end")
 CONNECTIVITY_METRICS = ("gv_connectivity_fp_rate",)
@@ -99,12 +100,12 @@ class GenerationValidation:
     def _prepare(self, index: int, group: str, k: int, max_streamlines: int | None, tolerance_mm: float,
                  rng: np.random.Generator) -> _Subject:
         subset = self.validation
-        subset.volume_region(index, self.input_group, (0, 0, 0), (0, 0, 0))  # the group exists (clear error)
-        if self.tracking_mask is not None:
-            subset.volume_region(index, self.tracking_mask, (0, 0, 0), (0, 0, 0))
-        subset.streamlines(index, group, np.zeros(0, np.int64))  # the group exists (clear error)
+        for name, kind in ((self.input_group, "volume"), (self.tracking_mask, "volume"), (group, "streamlines")):
+            if name is not None:
+                subset.check_group(name, kind)
         nb = len(subset.index[index, group].lengths)
         ids = np.sort(rng.permutation(nb)[:max_streamlines]) if max_streamlines is not None else np.arange(nb)
+        ids = ids[subset.index[index, group].lengths[ids] > 1]  # resampling needs two points
         voxel_sizes = torch.from_numpy(subset.voxel_sizes(index, group))
         points, lengths = subset.streamlines(index, group, ids)
         points, lengths = resample_step(torch.from_numpy(points).double(), torch.from_numpy(lengths), voxel_sizes,
@@ -116,38 +117,46 @@ class GenerationValidation:
         connectivity = subset.connectivity(index, group)
         truth = None
         if connectivity is not None and connectivity.labels is not None:
-            everything, all_lengths = subset.streamlines(index, group, np.arange(nb))
             labels = dilate_labels(connectivity.labels.astype(np.int64), subset.affine(index, group), tolerance_mm)
+            connectivity = replace(connectivity, labels=labels)
+            everything, all_lengths = subset.streamlines(index, group, np.arange(nb))
             truth = ground_truth_by_regions(Packed(everything.astype(np.float64), all_lengths), labels)
         return _Subject(index, prefixes, true_final, subset.affine(index, group)[:3, :3], connectivity, truth)
 
-    @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """The metrics of ``model`` (left in eval mode)."""
         start = time.perf_counter()
-        results, weights = [], []
-        for subject in self.subjects:
-            results.append(self._subject_metrics(model, subject))
-            weights.append(subject.prefixes.shape[1])
-        weights = np.asarray(weights, dtype=np.float64)
-        metrics = {name: float(np.average([r[name] for r in results], weights=weights)) if weights.sum() else float("nan")
-                   for name in self.columns[:-1]}
-        return {**metrics, "gv_seconds": time.perf_counter() - start}
+        return {**self.metrics(self.track(model)), "gv_seconds": time.perf_counter() - start}
 
-    def _subject_metrics(self, model: nn.Module, subject: _Subject) -> dict[str, float]:
+    def track(self, model: nn.Module) -> list[Tracked]:
+        """The chosen streamlines of each validation subject, continued by ``model``."""
+        return [self._track_subject(model, subject) for subject in self.subjects]
+
+    def metrics(self, tracked: list[Tracked]) -> dict[str, float]:
+        """The metrics (all but ``gv_seconds``) of the streamlines of :meth:`track`."""
+        pairs = [(subject, t) for subject, t in zip(self.subjects, tracked) if len(t.lengths)]
+        if not pairs:
+            return dict.fromkeys(self.columns[:-1], float("nan"))
+        results = [self._subject_metrics(subject, t) for subject, t in pairs]
+        weights = [len(t.lengths) for _, t in pairs]
+        return {name: float(np.average([r[name] for r in results], weights=weights)) for name in self.columns[:-1]}
+
+    def _track_subject(self, model: nn.Module, subject: _Subject) -> Tracked:
         subset, i = self.validation, subject.index
         volume = torch.from_numpy(subset.volume(i, self.input_group)).to(self.device)
         voxel_sizes = torch.from_numpy(subset.voxel_sizes(i, self.input_group))
         inputs = volume_inputs(volume, self.neighborhood.offsets_vox(voxel_sizes).float().to(self.device))
         mask = (torch.from_numpy(subset.volume(i, self.tracking_mask)[..., 0]) if self.tracking_mask is not None
                 else torch.ones(volume.shape[:3]))
-        tracked = Tracker(model, inputs, mask, voxel_sizes, self.options).continue_streamlines(subject.prefixes)
+        return Tracker(model, inputs, mask, voxel_sizes, self.options).continue_streamlines(subject.prefixes)
+
+    def _subject_metrics(self, subject: _Subject, tracked: Tracked) -> dict[str, float]:
         points, lengths = tracked.points.double().numpy(), tracked.lengths.numpy()
         first = np.cumsum(lengths) - lengths
         final = points[first + lengths - 1]
         distance = np.linalg.norm((final - subject.true_final) @ subject.linear.T, axis=1)
-        metrics = {"gv_final_distance_mm": float(distance.mean()) if len(distance) else float("nan"),
-                   "gv_reached_end": float((distance <= self.end_radius_mm).mean()) if len(distance) else float("nan")}
+        metrics = {"gv_final_distance_mm": float(distance.mean()),
+                   "gv_reached_end": float((distance <= self.end_radius_mm).mean())}
         if subject.connectivity is not None:
             metrics["gv_connectivity_fp_rate"] = subject.connectivity.false_positive_rate(points[first], final)
         if subject.truth is not None:
