@@ -18,6 +18,7 @@ Layout::
         connectivity_matrix         (M, M)     optional, with attr connectivity_type="labels" and
         connectivity_labels         (X, Y, Z) int32, or connectivity_type="blocs" and attr
                                                connectivity_nb_blocs (3 ints, M = their product)
+                                   (how points map to rows: dwiml.data.connectivity)
 
 Per-subject reading lives in :mod:`dwiml.data.hdf5_subject`; inspection in :mod:`dwiml.data.hdf5_tools`.
 """
