@@ -18,7 +18,7 @@ from dwiml.data.hdf5 import create_hdf5, load_groups_config
 from dwiml.data.loader import Batch
 from dwiml.errors import DwimlError
 from dwiml.models.embeddings import CNNEmbedding
-from dwiml.models.interface import select_streamlines
+from dwiml.models.interface import merge_streamlines, select_streamlines
 from dwiml.models.io import build_model, load_model, save_model
 from dwiml.models.packing import pack, unpack
 from dwiml.models.transformer import Attention, sinusoidal_positions
@@ -101,6 +101,34 @@ def test_track_step_equals_the_full_forward(name):
             last_dirs = last_dirs[[0, 2]]
         outputs, state = model.track_step(inputs[:, t], last_dirs, state)
         torch.testing.assert_close(outputs, full[:, t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", TRACKING_MODELS)
+def test_track_step_with_rows_at_different_points(name):
+    """As the tracker's replay: rows start at different steps, a row not yet started is stepped on
+    noise and given its old state back; each row's outputs equal the forward of its sequence alone.
+    40 steps grow a Transformer's cache (32 points) before the third row starts."""
+    torch.manual_seed(0)
+    model = build_model(TRACKING_MODELS[name]).eval()
+    starts, total = torch.tensor([0, 3, 34, 1]), 40
+    lengths = total - starts
+    inputs, dirs = torch.randn(len(starts), total, 5), torch.randn(len(starts), total, 3)
+    expected = [model(inputs[b, :n], n[None], dirs[b, :n]) for b, n in enumerate(lengths)]
+    rows = torch.arange(len(starts))
+    state = model.initial_state(len(starts), "cpu")
+    for t in range(total):
+        local = t - starts[rows]
+        started = local >= 0
+        step_inputs = torch.where(started[:, None], inputs[rows, local.clamp(min=0)], torch.randn(len(rows), 5))
+        previous = dirs[rows, (local - 1).clamp(min=0)] * (local > 0)[:, None]  # zeros at the first point
+        last_dirs = torch.where(started[:, None], previous, torch.randn(len(rows), 3))
+        outputs, new_state = model.track_step(step_inputs, last_dirs, state)
+        state = merge_streamlines(new_state, state, started)
+        for i, b in enumerate(rows.tolist()):
+            if local[i] >= 0:
+                torch.testing.assert_close(outputs[i], expected[b][local[i]], atol=1e-5, rtol=0)
+        if t == 20:  # drop a streamline, as the tracker does
+            state, rows = select_streamlines(state, torch.tensor([0, 2, 3])), rows[[0, 2, 3]]
 
 
 def test_attention_equals_torch_multihead_attention_with_a_causal_mask():

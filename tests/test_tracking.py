@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from functools import partial
 
 import nibabel as nib
 import numpy as np
@@ -20,7 +19,6 @@ from dwiml.data.hdf5 import read_subject_list
 from dwiml.data.interpolation import trilinear
 from dwiml.errors import DwimlError
 from dwiml.models.heads import CosineRegression
-from dwiml.models.transformer import Transformer
 from dwiml.tracking.subject import Subject, load_tracking_model, subject_from_hdf5, track_subject
 from dwiml.tracking.tracker import TrackingOptions
 from dwiml.training.run import train
@@ -28,14 +26,17 @@ from dwiml.training.run import train
 FAST = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3", "trainer.max_batches_per_epoch_validation=1"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(cache_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    cfg = compose_run(cache_dir, folder, FAST)
+def trained_run(cache_dir, folder, overrides: list[str]):
+    cfg = compose_run(cache_dir, folder, [*FAST, *overrides])
     (folder / ".hydra").mkdir()
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # as the dwiml-train command does
     train(cfg)
     return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(cache_dir, tmp_path_factory):
+    return trained_run(cache_dir, tmp_path_factory.mktemp("run"), [])
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,13 @@ def subject(phantom) -> Subject:
 @pytest.fixture(scope="module")
 def model(run_dir):
     return load_tracking_model(run_dir, "cpu")[0]
+
+
+@pytest.fixture(scope="module")
+def transformer(cache_dir, tmp_path_factory):
+    """The encoder-decoder Transformer preset, trained for a few batches."""
+    return load_tracking_model(trained_run(cache_dir, tmp_path_factory.mktemp("transformer"),
+                                           ["model=transformer"]), "cpu")[0]
 
 
 def streamlines_of(tracked):
@@ -86,11 +94,13 @@ def test_every_streamline_respects_the_rules(model, subject, bidirectional, keep
     assert (ends_outside > 0) == keep_last_point
 
 
+@pytest.mark.parametrize("name", ["model", "transformer"])
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_tracking_follows_the_models_packed_forward_pass(model, subject, bidirectional):
+def test_tracking_follows_the_models_packed_forward_pass(request, name, subject, bidirectional):
     """Each step goes where the model's training-time forward pass on the stored streamline points.
     Bidirectional: from the seed on, the state rebuilt on the reversed first half is exact.
     (A wide angle lets this barely trained model continue past the seed.)"""
+    model = request.getfixturevalue(name)
     options = TrackingOptions(min_length_mm=0, max_angle_deg=120, bidirectional=bidirectional, keep_last_point=False)
     tracked = track_subject(model, subject, options, nb_seeds=60)
     volume = torch.from_numpy(subject.input)
@@ -156,12 +166,19 @@ def test_probabilistic_tracking_is_reproducible_under_a_seed(model, subject):
     assert not (torch.equal(runs[0].lengths, det.lengths) and torch.equal(runs[0].points, det.points))
 
 
-def test_transformer_tracks_forward_only(subject):
-    model = Transformer(subject.input.shape[-1], partial(CosineRegression), variant="encoder_decoder")
-    with pytest.raises(DwimlError, match="forward only"):
-        track_subject(model, subject, TrackingOptions(), nb_seeds=5)
-    tracked = track_subject(model, subject, TrackingOptions(bidirectional=False, min_length_mm=0), nb_seeds=20)
-    assert len(tracked.lengths) == 20 and tracked.lengths.min() >= 1
+@pytest.mark.parametrize("name", ["model", "transformer"])
+def test_bidirectional_streamlines_do_not_depend_on_the_batch(request, name, subject):
+    """Tracked 100 together or each seed alone, every streamline is the same (rows are independent,
+    the replay of the first halves included), and most continue on the other side of their seed."""
+    model = request.getfixturevalue(name)
+    options = TrackingOptions(min_length_mm=0, max_angle_deg=120, batch_size=100)
+    together, alone = (track_subject(model, subject, replace(options, batch_size=size), nb_seeds=20)
+                       for size in (100, 1))
+    assert torch.equal(together.seeds, alone.seeds) and torch.equal(together.lengths, alone.lengths)
+    torch.testing.assert_close(together.points, alone.points, atol=1e-4, rtol=0)
+    seed_index = torch.stack([(line - seed).norm(dim=1).argmin() for line, seed in zip(together.as_list(),
+                                                                                       together.seeds)])
+    assert ((seed_index > 0) & (seed_index < together.lengths - 1)).sum() >= 10
 
 
 def test_eos_threshold_needs_an_eos_output(model, subject):

@@ -11,7 +11,9 @@ A *tracking model* (built-in: Learn2Track, Transformer) is trained by ``step=one
   ``track_step(inputs (B, F), last_dirs (B, 3), state) -> (outputs (B, ...), state)``: one point
   per streamline, equal to ``forward`` at that point. ``last_dirs`` is the segment that reached
   the current point (zeros at the first point). A state is a dict of tensors whose first
-  dimension is the streamline, so :func:`select_streamlines` drops finished ones.
+  dimension is the streamline, so :func:`select_streamlines` drops finished ones, and
+  :func:`merge_streamlines` keeps the old state of some rows (a step's result discarded for them).
+  Rows are independent: a row's outputs and new state depend on its own inputs and state only.
 - ``head``: turns outputs into directions (``direction``, ``sample``, ``eos_probability``).
 
 A *streamline model* (built-in: the streamline autoencoder) is trained by ``step=streamlines``:
@@ -24,6 +26,7 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 State = dict[str, Tensor]
 
@@ -50,6 +53,19 @@ class StreamlineModel(Protocol):
 def select_streamlines(state: State, keep: Tensor) -> State:
     """The state of the streamlines where ``keep`` (``(B,)`` bool or indices) selects."""
     return {key: value[keep] for key, value in state.items()}
+
+
+def merge_streamlines(new: State, old: State, rows: Tensor) -> State:
+    """``new`` at ``rows`` (``(B,)`` bool), ``old`` elsewhere. A tensor that grew along its later
+    dimensions (a key/value cache) has ``old`` padded with zeros at their ends; a tensor updated
+    in place (``new`` is ``old``) is kept as it is."""
+    def merged(a: Tensor, b: Tensor) -> Tensor:
+        if a is b:
+            return a
+        pad = [p for size, old_size in zip(reversed(a.shape), reversed(b.shape)) for p in (0, size - old_size)]
+        return torch.where(rows.view(-1, *([1] * (a.dim() - 1))), a, F.pad(b, pad))
+
+    return {key: merged(new[key], value) for key, value in old.items()}
 
 
 def head_loss(head: nn.Module, outputs: Tensor, target_dirs: Tensor,

@@ -13,11 +13,18 @@ gives the inputs one point at a time, so an encoder that looked ahead could not 
 there), and the decoder's cross-attention sees the encoder outputs of points ``0..i``. Hence
 one tracking step with the cache equals the full forward at that point. Blocks are pre-norm,
 attention is ``torch.nn.functional.scaled_dot_product_attention``, positions are sinusoidal.
+
+Tracking keeps one position per streamline (state ``position`` ``(B,)``), so rows may be at
+different points, as in the tracker's replay of a first half. A step writes each row's new keys
+and values in place at its own position, and that row then attends to its keys ``0..position``
+only: a row stepped with any input and then given its old state back (the tracker's rows that
+have not started) is unharmed, since what was written at its position is rewritten before it is read.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -34,19 +41,32 @@ KV = tuple[Tensor, Tensor]
 
 
 def sinusoidal_positions(positions: Tensor, size: int) -> Tensor:
-    """``(T, size)``: sin at even features, cos at odd ones, of ``position / 10000**(2i/size)``."""
+    """``(..., size)``: sin at even features, cos at odd ones, of ``position / 10000**(2i/size)``."""
     frequencies = torch.exp(torch.arange(0, size, 2, device=positions.device) * (-math.log(10000.0) / size))
-    angles = positions[:, None].float() * frequencies
-    return torch.stack([angles.sin(), angles.cos()], dim=2).flatten(1)
+    angles = positions[..., None].float() * frequencies
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+class Slots(NamedTuple):
+    """One tracking step: ``position`` ``(B,)``, where each row writes its new key and value, and
+    ``mask`` ``(B, 1, 1, max position + 1)``, the cached keys each row sees (``0..position``)."""
+
+    position: Tensor
+    mask: Tensor
+
+    @classmethod
+    def at(cls, position: Tensor) -> Slots:
+        keys = torch.arange(int(position.max()) + 1, device=position.device)
+        return cls(position, keys <= position[:, None, None, None])
 
 
 class Attention(nn.Module):
     """Multi-head attention of ``x`` over ``context``.
 
     Without a cache the attention is causal (query ``i`` sees keys ``0..i``). With a cache
-    (keys, values) ``(B, heads, capacity, D / heads)`` holding ``position`` earlier points, the
-    new keys and values are written after them (in place; the capacity doubles when full) and
-    the new queries see all of them.
+    (keys, values) ``(B, heads, capacity, D / heads)`` and ``slots``, ``x`` and ``context`` hold
+    one point per row: its key and value are written at the row's position (in place; the capacity
+    doubles when full) and its query sees the row's keys up to that position.
     """
 
     def __init__(self, d_model: int, nheads: int, dropout: float):
@@ -56,18 +76,20 @@ class Attention(nn.Module):
         self.key_value = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, context: Tensor, cache: KV | None = None, position: int = 0) -> tuple[Tensor, KV]:
+    def forward(self, x: Tensor, context: Tensor, cache: KV | None = None,
+                slots: Slots | None = None) -> tuple[Tensor, KV]:
         q = self._heads(self.query(x))
         k, v = (self._heads(t) for t in self.key_value(context).chunk(2, dim=-1))
         if cache is None:
-            return self._attend(q, k, v, causal=True), (k, v)
-        end = position + k.shape[2]
-        k_cache, v_cache = (_write(buffer, new, position) for buffer, new in zip(cache, (k, v)))
-        return self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], causal=False), (k_cache, v_cache)
+            return self._attend(q, k, v), (k, v)
+        end = slots.mask.shape[-1]
+        k_cache, v_cache = (_write(buffer, new, slots) for buffer, new in zip(cache, (k, v)))
+        return self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], slots.mask), (k_cache, v_cache)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=causal)
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Causal attention without ``mask``."""
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=mask is None)
         return self.out(y.transpose(1, 2).flatten(2))
 
     def _heads(self, x: Tensor) -> Tensor:
@@ -75,14 +97,15 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.nheads, -1)).transpose(1, 2)
 
 
-def _write(buffer: Tensor, new: Tensor, position: int) -> Tensor:
-    """``new`` written at ``position`` along dim 2 of ``buffer`` (a larger copy if it is full)."""
-    end = position + new.shape[2]
-    if end > buffer.shape[2]:
+def _write(buffer: Tensor, new: Tensor, slots: Slots) -> Tensor:
+    """``new`` ``(B, heads, 1, .)`` written at each row's position along dim 2 of ``buffer``
+    (in place, or in a larger copy if it is full)."""
+    end, capacity = slots.mask.shape[-1], buffer.shape[2]
+    if end > capacity:
         grown = buffer.new_zeros(*buffer.shape[:2], 2 * end, buffer.shape[3])
-        grown[:, :, :position] = buffer[:, :, :position]
+        grown[:, :, :capacity] = buffer
         buffer = grown
-    buffer[:, :, position:end] = new
+    buffer[torch.arange(len(buffer), device=buffer.device), :, slots.position] = new[:, :, 0]
     return buffer
 
 
@@ -99,13 +122,13 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor | None = None, cache: list[KV] | None = None,
-                position: int = 0) -> tuple[Tensor, list[KV]]:
+                slots: Slots | None = None) -> tuple[Tensor, list[KV]]:
         """``cache``: the block's cached (keys, values), self then cross; returns the new ones."""
         h = self.self_norm(x)
-        y, kv = self.self_attention(h, h, cache[0] if cache else None, position)
+        y, kv = self.self_attention(h, h, cache[0] if cache else None, slots)
         x, new_cache = x + self.dropout(y), [kv]
         if self.cross_attention is not None:
-            y, kv = self.cross_attention(self.cross_norm(x), memory, cache[1] if cache else None, position)
+            y, kv = self.cross_attention(self.cross_norm(x), memory, cache[1] if cache else None, slots)
             x, new_cache = x + self.dropout(y), [*new_cache, kv]
         return x + self.ff(x), new_cache
 
@@ -121,12 +144,12 @@ class Stack(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor, memory: Tensor | None = None, state: State | None = None,
-                position: int = 0) -> tuple[Tensor, State]:
+                slots: Slots | None = None) -> tuple[Tensor, State]:
         new_state: State = {}
         for i, block in enumerate(self.blocks):
             keys = [self._keys(i, j) for j in range(self.nb_attentions)]
             cache = [(state[k], state[v]) for k, v in keys] if state is not None else None
-            x, kvs = block(x, memory, cache, position)
+            x, kvs = block(x, memory, cache, slots)
             new_state.update({name: t for names, kv in zip(keys, kvs) for name, t in zip(names, kv)})
         return self.norm(x), new_state
 
@@ -194,7 +217,8 @@ class Transformer(nn.Module):
             tokens = self.tokens(directions[(rows - 1).clamp_min(0)], local == 0)
         shape = (len(lengths), int(lengths.max()))
         src = _padded(self.input_embedding(inputs), streamline, local, shape)
-        x, _ = self._layers(src, None if tokens is None else _padded(tokens, streamline, local, shape), 0)
+        positions = torch.arange(shape[1], device=inputs.device)
+        x, _ = self._layers(src, None if tokens is None else _padded(tokens, streamline, local, shape), positions)
         return self.head(x[streamline, local])
 
     def compute_loss(self, outputs: Tensor, target_dirs: Tensor,
@@ -203,32 +227,33 @@ class Transformer(nn.Module):
         return head_loss(self.head, outputs, target_dirs, eos_targets)
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
-        """``position`` ``(B,)`` (the number of points seen) and empty key/value caches
+        """``position`` ``(B,)`` (the number of points each row has seen) and empty key/value caches
         ``(B, heads, capacity, d_model / heads)``. Tracking steps update the caches in place."""
         stacks = [self.encoder] if self.decoder is None else [self.encoder, self.decoder]
         caches = {k: v for s in stacks for k, v in s.empty_state(batch_size, self.nheads, self.d_model, device).items()}
         return {"position": torch.zeros(batch_size, dtype=torch.long, device=device), **caches}
 
     def track_step(self, inputs: Tensor, last_dirs: Tensor, state: State) -> tuple[Tensor, State]:
-        """One point per streamline, attending to the cached keys and values of earlier points."""
-        position = int(state["position"][0])
+        """One point per streamline at its own position, attending to the cached keys and values
+        of its earlier points."""
+        position = state["position"]
         tokens = None
         if self.variant != "encoder":
-            first = torch.full((len(inputs),), position == 0, device=inputs.device)
-            tokens = self.tokens(last_dirs, first)[:, None]
-        x, new_state = self._layers(self.input_embedding(inputs)[:, None], tokens, position, state)
-        return self.head(x[:, 0]), {**new_state, "position": state["position"] + 1}
+            tokens = self.tokens(last_dirs, position == 0)[:, None]
+        src = self.input_embedding(inputs)[:, None]
+        x, new_state = self._layers(src, tokens, position[:, None], state, Slots.at(position))
+        return self.head(x[:, 0]), {**new_state, "position": position + 1}
 
-    def _layers(self, src: Tensor, tokens: Tensor | None, start: int,
-                state: State | None = None) -> tuple[Tensor, State]:
-        """Both stacks on ``(B, T, .)`` sequences from position ``start`` (after the cached points)."""
+    def _layers(self, src: Tensor, tokens: Tensor | None, positions: Tensor, state: State | None = None,
+                slots: Slots | None = None) -> tuple[Tensor, State]:
+        """Both stacks on ``(B, T, .)`` sequences at ``positions`` (``(T,)`` or ``(B, T)``)."""
         if self.variant == "encoder_with_directions":
             src = torch.cat([src, tokens], dim=-1)
-        encoding = sinusoidal_positions(torch.arange(start, start + src.shape[1], device=src.device), self.d_model)
-        memory, new_state = self.encoder(self.dropout(self.src_projection(src) + encoding), None, state, start)
+        encoding = sinusoidal_positions(positions, self.d_model)
+        memory, new_state = self.encoder(self.dropout(self.src_projection(src) + encoding), None, state, slots)
         if self.decoder is None:
             return memory, new_state
-        x, decoder_state = self.decoder(self.dropout(tokens + encoding), memory, state, start)
+        x, decoder_state = self.decoder(self.dropout(tokens + encoding), memory, state, slots)
         return x, {**new_state, **decoder_state}
 
 

@@ -20,8 +20,8 @@ then rebuilt on that half reversed: the points from its far end back to (not inc
 are fed to ``track_step`` (each with the segment that reached it), so that at the seed the model
 has seen the streamline so far exactly as it will be stored. The halves of a chunk are aligned on
 their last point (the seed): shorter halves start later, and a row's state is only updated once
-its half has started, so this replay needs a model whose state rows advance independently (RNNs);
-a model whose state has a shared step counter (``position``, the Transformer) is refused. The
+its half has started (:func:`~dwiml.models.interface.merge_streamlines`), which needs a model whose
+state rows advance independently (Learn2Track; the Transformer keeps a position per row). The
 second half then starts at the seed with the segment that reached it (``seed - p1``; for a first
 half with no second point, the opposite of the first direction tried), the length budget left,
 and the same rules: the angle rule at the seed forbids folding back onto the first half.
@@ -47,7 +47,7 @@ from dwiml.data import neighborhood
 from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
-from dwiml.models.interface import State, select_streamlines
+from dwiml.models.interface import State, merge_streamlines, select_streamlines
 from dwiml.tracking.stopping import Stop, length_in_range, stop_reasons
 
 Inputs = Callable[[Tensor], Tensor]
@@ -155,9 +155,6 @@ class Tracker:
         batch = len(seeds)
         zeros = torch.zeros_like(seeds)
         state = self.model.initial_state(batch, self.device)
-        if self.options.bidirectional and "position" in state:
-            raise DwimlError("bidirectional tracking replays the first half with rows starting at different "
-                             "steps: this model's state has a shared step counter ('position'); track forward only")
         first, nb_first, tried = self._grow(seeds, zeros, state, torch.zeros(batch, device=self.device))
         if not self.options.bidirectional:
             return _pack(first, nb_first).cpu(), nb_first.cpu()
@@ -179,7 +176,7 @@ class Tracker:
             current = reversed_half[t]
             last_dirs = torch.where((t > total - nb)[:, None], current - previous, 0.0)
             _, new_state = self.model.track_step(self.inputs(current), last_dirs, state)
-            state = {k: torch.where(_rows(started, v), new_state[k], v) for k, v in state.items()}
+            state = merge_streamlines(new_state, state, started)
             previous = current
         last_dirs = torch.where((nb > 1)[:, None], reversed_half[-1] - previous, -tried)
         return state, last_dirs
@@ -230,11 +227,6 @@ class Tracker:
         if threshold is None:
             return torch.zeros(len(outputs), dtype=torch.bool, device=outputs.device)
         return self.model.head.eos_probability(outputs) > threshold
-
-
-def _rows(selected: Tensor, like: Tensor) -> Tensor:
-    """``(B,)`` bool broadcastable against a state tensor ``(B, ...)``."""
-    return selected.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _pack(path: Tensor, nb: Tensor) -> Tensor:
