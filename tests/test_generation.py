@@ -66,8 +66,16 @@ def test_metrics_logged_on_the_chosen_epochs_only_and_monitored(run_dir):
     assert (run_dir / "plots" / "metrics.png").is_file()
 
 
-def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass(run_dir, validation):
-    model = load_model(run_dir / "best_model", "cpu")
+@pytest.fixture(scope="module")
+def transformer_dir(cache_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gv-transformer")
+    run_training(cache_dir, folder, [*FAST, "model=transformer", "trainer.max_epochs=1"])
+    return folder
+
+
+@pytest.mark.parametrize("model_run", ["run_dir", "transformer_dir"])
+def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass(model_run, validation, request):
+    model = load_model(request.getfixturevalue(model_run) / "best_model", "cpu")
     gv = GenerationValidation(MultiSubjectDataset(validation[0]), "input", tracking_mask="wm_mask",
                               nb_init_points=3, max_angle_deg=120, max_streamlines_per_subject=30)
     (tracked,) = gv.track(model)
