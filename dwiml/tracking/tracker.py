@@ -215,7 +215,8 @@ class Tracker:
             path[t, active[added]] = new_points[added]
             nb[active[added]] += 1
             active, points, previous, lengths_mm = active[going], new_points[going], step[going], new_lengths[going]
-            state = select_streamlines(state, going)
+            if not bool(going.all()):  # selecting copies the state (a Transformer's whole cache)
+                state = select_streamlines(state, going)
         return path, nb, tried
 
     def _directions(self, outputs: Tensor) -> Tensor:
