@@ -44,7 +44,7 @@ from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, select_streamlines
-from dwiml.tracking.stopping import Stop, length_in_range, stop_reasons
+from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
 
 Inputs = Callable[[Tensor], Tensor]
 
@@ -122,8 +122,10 @@ class Tracker:
         parts = [self._track_chunk(chunk.to(self.device)) for chunk in torch.split(seeds, self.options.batch_size)]
         points = torch.cat([p for p, _ in parts]) if parts else seeds.new_zeros(0, 3)
         lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
-        keep = length_in_range(points, lengths, self.voxel_sizes.cpu().double(),
-                               self.options.min_length_mm, self.options.max_length_mm)
+        # Every segment is one step: lengths from float32 points would put those of exactly
+        # max_length_mm a rounding error above it.
+        keep = in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
+                               self.options.max_length_mm)
         return Tracked(*select(points, lengths, keep), seeds[keep])
 
     def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
@@ -134,13 +136,14 @@ class Tracker:
         if self.options.bidirectional and "position" in state:
             raise DwimlError("bidirectional tracking replays the first half with rows starting at different "
                              "steps: this model's state has a shared step counter ('position'); track forward only")
-        first, nb_first, tried = self._grow(seeds, zeros, state, torch.zeros(batch, device=self.device))
+        no_length = torch.zeros(batch, dtype=torch.float64, device=self.device)  # float64: no drift past max_length_mm
+        first, nb_first, tried = self._grow(seeds, zeros, state, no_length)
         if not self.options.bidirectional:
             return _pack(first, nb_first).cpu(), nb_first.cpu()
         # Reverse the first half (far end first, the seed last) and rebuild the state on it.
         reversed_half = _reverse_padded(first, nb_first)  # (T, B, 3), right-aligned: seed at row T - 1
         state, last_dirs = self._replay(reversed_half, nb_first, tried)
-        lengths_mm = (nb_first - 1).float() * self.options.step_size_mm
+        lengths_mm = (nb_first - 1).double() * self.options.step_size_mm
         second, nb_second, _ = self._grow(seeds, last_dirs, state, lengths_mm)
         points, lengths = _join(reversed_half, nb_first, second, nb_second)
         return points.cpu(), lengths.cpu()
