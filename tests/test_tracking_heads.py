@@ -101,7 +101,7 @@ def test_a_trained_eos_output_stops_streamlines_at_the_true_ends(eos_run, tmp_pa
     np.testing.assert_array_equal(stopped.data_per_streamline["seeds"], free.data_per_streamline["seeds"])
     sizes = np.array([1.0, 1.5, 1.5])
     border = np.array(SHAPE) - 0.5
-    for with_eos, without in zip(stopped.streamlines, free.streamlines):
+    for with_eos, without, seed in zip(stopped.streamlines, free.streamlines, stopped.data_per_streamline["seeds"]):
         # The same path until the EOS stop, which leaves the rest of the path untracked.
         assert len(with_eos) < len(without)
         np.testing.assert_allclose(with_eos, without[:len(with_eos)], atol=1e-4)
@@ -109,9 +109,17 @@ def test_a_trained_eos_output_stops_streamlines_at_the_true_ends(eos_run, tmp_pa
         length = np.linalg.norm(np.diff(without, axis=0) * sizes, axis=1).sum()
         near_border = np.min(np.minimum(without[-1] + 0.5, border - without[-1]) * sizes) <= STEP_MM
         assert near_border or length > 60 - STEP_MM
-        # With EOS, the ends lie within one step of the true ends (x in [14.5, 15.5], inside the volume).
+        # With EOS, the ends lie within one step of the true ends: x in [14.5, 15.5], along x from the seed.
         end = with_eos[-1]
-        assert 14.5 - STEP_MM <= end[0] <= 15.5 + STEP_MM and np.all(end[1:] > 2) and np.all(end[1:] < 6)
+        assert 14.5 - STEP_MM <= end[0] <= 15.5 + STEP_MM and np.all(np.abs(end[1:] - seed[1:]) < 1)
+
+
+@pytest.mark.parametrize("threshold", ["0", "1", "1.5"])
+def test_eos_threshold_must_be_a_probability(eos_run, tmp_path, threshold):
+    with pytest.raises(SystemExit) as e:
+        track_with_cli(eos_run, tmp_path / "eos.trk", "--eos-threshold", threshold)
+    assert e.value.code == f"dwiml-track: error: eos_threshold is a probability in (0, 1), got {float(threshold)}"
+    assert not list(tmp_path.iterdir())
 
 
 def test_eos_stops_at_the_first_point_whose_probability_exceeds_the_threshold(eos_run, tmp_path):
@@ -139,8 +147,9 @@ def test_eos_stops_at_the_first_point_whose_probability_exceeds_the_threshold(eo
 DIRECTION = np.array([0.6, 0.0, 0.8])  # every head's deterministic direction here (a vertex of no sphere)
 VOXEL_SIZES = torch.tensor([1.0, 2.0, 1.5])
 NB_STEPS = 15
-VMF = [(1.0, 4.0), (0.0, 40.0)]  # (mixture logit, kappa) of each von Mises-Fisher component
-GAUSSIAN = [(1.0, 0.4), (0.0, 0.1)]  # (mixture logit, sigma) of each Gaussian component (mean DIRECTION)
+MIXTURE_LOGITS = [1.0, 0.0]  # two components; the first, the most likely, has the widest spread
+KAPPAS = [4.0, 40.0]  # von Mises-Fisher components
+SIGMAS = [0.4, 0.1]  # Gaussian components (mean DIRECTION)
 SPHERE_KAPPA = 8.0  # sphere logits: SPHERE_KAPPA * vertex . DIRECTION
 REGRESSION = ["cosine", "l2", "cosine_l2"]
 HEAD_PRESETS = [*REGRESSION, "sphere_classification", "smooth_sphere_classification", "gaussian", "gaussian_mixture",
@@ -163,35 +172,28 @@ def known_distribution(head: str) -> tuple[np.ndarray, np.ndarray, float]:
     expected mean cosine between a drawn direction and that direction."""
     if head in REGRESSION:
         return DIRECTION, DIRECTION, 1.0
-    if head in ("sphere_classification", "smooth_sphere_classification"):
+    if "sphere" in head:
         vertices = get_sphere(name="repulsion100").vertices
         probabilities = softmax(SPHERE_KAPPA * vertices @ DIRECTION)
         mode = vertices[np.argmax(probabilities)]
         return SPHERE_KAPPA * vertices @ DIRECTION, mode, float(probabilities @ (vertices @ mode))
-    if head == "fisher_von_mises":
-        return np.append(DIRECTION, math.log(VMF[0][1])), DIRECTION, vmf_mean_cos(VMF[0][1])
-    if head == "gaussian":
-        return np.append(DIRECTION, np.full(3, math.log(GAUSSIAN[0][1]))), DIRECTION, gaussian_mean_cos(GAUSSIAN[0][1])
-    if head == "fisher_von_mises_mixture":
-        components = [np.append(DIRECTION, math.log(kappa)) for _, kappa in VMF]
-        return (np.concatenate([[logit for logit, _ in VMF], *components]), DIRECTION,
-                float(softmax([logit for logit, _ in VMF]) @ [vmf_mean_cos(kappa) for _, kappa in VMF]))
-    if head == "gaussian_mixture":
-        components = [np.append(DIRECTION, np.full(3, math.log(sigma))) for _, sigma in GAUSSIAN]
-        return (np.concatenate([[logit for logit, _ in GAUSSIAN], *components]), DIRECTION,
-                float(softmax([logit for logit, _ in GAUSSIAN]) @ [gaussian_mean_cos(sigma) for _, sigma in GAUSSIAN]))
-    raise AssertionError(head)
+    if "fisher_von_mises" in head:
+        components = [(np.append(DIRECTION, math.log(kappa)), vmf_mean_cos(kappa)) for kappa in KAPPAS]
+    else:
+        components = [(np.append(DIRECTION, np.full(3, math.log(sigma))), gaussian_mean_cos(sigma)) for sigma in SIGMAS]
+    if "mixture" not in head:
+        return components[0][0], DIRECTION, components[0][1]
+    params, mean_cos = zip(*components)
+    return np.concatenate([MIXTURE_LOGITS, *params]), DIRECTION, float(softmax(MIXTURE_LOGITS) @ mean_cos)
 
 
-
-
-def constant_model(head: str, tmp_path, input_size: int = 2):
+def constant_model(head: str, tmp_path):
     """A small Learn2Track with the head preset ``head`` (Hydra's compose API, with an EOS output)
     whose last layer is set by hand: the same outputs at every point, an EOS probability of ~0."""
     small = {"sphere": ["model.head.sphere=repulsion100"], "mixture": ["model.head.nb_components=2"]}
     cfg = compose_run(tmp_path, tmp_path, [f"model/head={head}", "model.hidden_sizes=[4]", "model.head.eos_weight=1",
                                            *(o for key, options in small.items() if key in head for o in options)])
-    config = {**OmegaConf.to_container(cfg.model, resolve=True), "input_size": input_size}
+    config = {**OmegaConf.to_container(cfg.model, resolve=True), "input_size": 2}
     model = build_model(config)
     outputs, mode, mean_cos = known_distribution(head)
     last = model.head.layers[-1]
@@ -235,7 +237,7 @@ def test_probabilistic_steps_have_the_spread_the_head_predicts(head, seeds, tmp_
     assert not torch.equal(first, other) and not torch.equal(first, deterministic)
     assert abs(cos.mean() - mean_cos) < 5 * cos.std() / math.sqrt(len(cos))
     if head == "fisher_von_mises":
-        assert stats.kstest(cos, vmf_w_cdf, args=(VMF[0][1],)).pvalue > 1e-3
+        assert stats.kstest(cos, vmf_w_cdf, args=(KAPPAS[0],)).pvalue > 1e-3
 
 
 def test_probabilistic_tracking_needs_a_head_that_samples():

@@ -73,6 +73,8 @@ class TrackingOptions:
         if not 0 <= self.min_length_mm <= self.max_length_mm:
             raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
                              f"{self.max_length_mm}")
+        if self.eos_threshold is not None and not 0 < self.eos_threshold < 1:
+            raise DwimlError(f"eos_threshold is a probability in (0, 1), got {self.eos_threshold}")
 
     @property
     def max_nb_points(self) -> int:
