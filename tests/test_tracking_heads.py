@@ -240,6 +240,19 @@ def test_probabilistic_steps_have_the_spread_the_head_predicts(head, seeds, tmp_
         assert stats.kstest(cos, vmf_w_cdf, args=(KAPPAS[0],)).pvalue > 1e-3
 
 
+def test_bidirectional_probabilistic_tracking_is_reproducible(tmp_path):
+    """Seeds in a small volume: first halves leave it early, second halves use the length left."""
+    model, _, _ = constant_model("fisher_von_mises", tmp_path)
+    seeds = torch.tensor([6.0, 3.0, 5.0]) + torch.rand(100, 3, generator=torch.Generator().manual_seed(3)) - 0.5
+    first, again, other = (track(model, seeds, (12, 6, 10), algo="prob", rng_seed=seed, bidirectional=True)
+                           for seed in (1, 1, 2))
+    assert torch.equal(first.points, again.points) and torch.equal(first.lengths, again.lengths)
+    assert not torch.equal(first.points, other.points)
+    seed_inside = [min((line[0] - seed).norm(), (line[-1] - seed).norm()) > 0.1
+                   for line, seed in zip(first.as_list(), first.seeds)]
+    assert sum(seed_inside) > 10  # both halves were tracked
+
+
 def test_probabilistic_tracking_needs_a_head_that_samples():
     model = MyModel(2, hidden_size=4, head=lambda size: torch.nn.Linear(size, 3))
     with pytest.raises(DwimlError, match="Linear cannot sample"):
