@@ -92,5 +92,9 @@ def stop_reasons(mask: Tensor, new_points: Tensor, previous_dirs: Tensor, dirs: 
 def length_in_range(points: Tensor, lengths: Tensor, voxel_sizes: Tensor, min_length_mm: float,
                     max_length_mm: float) -> Tensor:
     """For packed streamlines (points and lengths), True where the length in mm is in range."""
-    length = lengths_mm(points, lengths, voxel_sizes)
-    return (length >= min_length_mm - 1e-6) & (length <= max_length_mm + 1e-6)
+    return in_length_range(lengths_mm(points, lengths, voxel_sizes), min_length_mm, max_length_mm)
+
+
+def in_length_range(lengths_mm: Tensor, min_length_mm: float, max_length_mm: float) -> Tensor:
+    """True where a streamline length (mm) is in ``[min_length_mm, max_length_mm]``."""
+    return (lengths_mm >= min_length_mm - 1e-6) & within_max_length(lengths_mm, max_length_mm)

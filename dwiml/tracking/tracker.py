@@ -48,7 +48,7 @@ from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, merge_streamlines, select_streamlines
-from dwiml.tracking.stopping import Stop, length_in_range, stop_reasons
+from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
 
 Inputs = Callable[[Tensor], Tensor]
 
@@ -77,6 +77,8 @@ class TrackingOptions:
         if not 0 <= self.min_length_mm <= self.max_length_mm:
             raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
                              f"{self.max_length_mm}")
+        if self.eos_threshold is not None and not 0 < self.eos_threshold < 1:
+            raise DwimlError(f"eos_threshold is a probability in (0, 1), got {self.eos_threshold}")
 
     @property
     def max_nb_points(self) -> int:
@@ -126,8 +128,10 @@ class Tracker:
         parts = [self._track_chunk(chunk.to(self.device)) for chunk in torch.split(seeds, self.options.batch_size)]
         points = torch.cat([p for p, _ in parts]) if parts else seeds.new_zeros(0, 3)
         lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
-        keep = length_in_range(points, lengths, self.voxel_sizes.cpu().double(),
-                               self.options.min_length_mm, self.options.max_length_mm)
+        # Every segment is one step: lengths from float32 points would put those of exactly
+        # max_length_mm a rounding error above it.
+        keep = in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
+                               self.options.max_length_mm)
         return Tracked(*select(points, lengths, keep), seeds[keep])
 
     @torch.no_grad()
@@ -142,8 +146,9 @@ class Tracker:
             k, batch = chunk.shape[:2]
             nb = torch.full((batch,), k, dtype=torch.long, device=self.device)
             state, last_dirs = self._replay(chunk, nb, torch.zeros_like(chunk[0]))
-            grown, nb_grown, _ = self._grow(chunk[-1], last_dirs, state, torch.full_like(nb, k - 1).float()
-                                            * self.options.step_size_mm)
+            prefix_mm = torch.full((batch,), (k - 1) * self.options.step_size_mm, dtype=torch.float64,
+                                   device=self.device)
+            grown, nb_grown, _ = self._grow(chunk[-1], last_dirs, state, prefix_mm)
             points, lengths = _join(chunk, nb, grown, nb_grown)
             parts.append((points.cpu(), lengths.cpu()))
         points = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, 3)
@@ -155,13 +160,14 @@ class Tracker:
         batch = len(seeds)
         zeros = torch.zeros_like(seeds)
         state = self.model.initial_state(batch, self.device)
-        first, nb_first, tried = self._grow(seeds, zeros, state, torch.zeros(batch, device=self.device))
+        no_length = torch.zeros(batch, dtype=torch.float64, device=self.device)  # float64: no drift past max_length_mm
+        first, nb_first, tried = self._grow(seeds, zeros, state, no_length)
         if not self.options.bidirectional:
             return _pack(first, nb_first).cpu(), nb_first.cpu()
         # Reverse the first half (far end first, the seed last) and rebuild the state on it.
         reversed_half = _reverse_padded(first, nb_first)  # (T, B, 3), right-aligned: seed at row T - 1
         state, last_dirs = self._replay(reversed_half, nb_first, tried)
-        lengths_mm = (nb_first - 1).float() * self.options.step_size_mm
+        lengths_mm = (nb_first - 1).double() * self.options.step_size_mm
         second, nb_second, _ = self._grow(seeds, last_dirs, state, lengths_mm)
         points, lengths = _join(reversed_half, nb_first, second, nb_second)
         return points.cpu(), lengths.cpu()
