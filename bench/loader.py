@@ -6,7 +6,9 @@ builds them. Prints, side by side in one run (medians over repeats):
 1. batches/s and points/s of sample + load + augment (DataLoader) + interpolate (the step's
    volume retrieval and trilinear), lazy and in memory, with 0 and 2 workers;
 2. for one training step of the default LSTM (forward, loss, backward, optimizer step) with
-   2 workers, the time the step waits for data and the time it computes.
+   2 workers, the time the step waits for data and the time it computes;
+3. lazy reads of scattered streamlines in a large subject (10M points, written to a temporary
+   HDF5): dwiml's one read per subject (a union of row slices) against one read per streamline.
 
 Usage:
     python bench/loader.py [--cache-dir DIR] [--batches 40] [--repeats 5] [--workers 2] [--threads N]
@@ -16,17 +18,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dwiml.config.build import build
+from dwiml.data.lazy import HDF5Reader
 from dwiml.data.streamlines import point_streamline_ids
 from dwiml.models.io import build_model
 from dwiml.training.run import _data_loader
+from timing import median_seconds_each
 
 
 def components(cache_dir: str, lazy: bool, workers: int):
@@ -117,6 +124,30 @@ def main() -> None:
               f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)",
               flush=True)
         del loader
+
+
+def scattered_reads(repeats: int) -> None:
+    """Streamlines drawn at random from one large subject: one union read vs one read per streamline."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(50, 150, 100_000)
+    starts = np.cumsum(lengths) - lengths
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "points.h5"
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("points", data=rng.random((int(lengths.sum()), 3), dtype=np.float32))
+        reader = HDF5Reader(path, cache_bytes=0)
+        points = reader.dataset("points")
+        print(f"\nscattered streamlines of one subject ({len(points):,} points, contiguous), median of {repeats}")
+        for size in (100, 1000):
+            ids = np.sort(rng.choice(len(lengths), size, replace=False))
+            before = reader.nb_reads
+            times = median_seconds_each({
+                "union": lambda: reader.rows("points", starts[ids], lengths[ids]),
+                "each": lambda: [points[a:a + n] for a, n in zip(starts[ids], lengths[ids])]}, repeats)
+            reads = (reader.nb_reads - before) / repeats
+            print(f"{size:5d} streamlines: dwiml {times['union'] * 1e3:7.2f} ms ({reads:.0f} read), one read per "
+                  f"streamline {times['each'] * 1e3:7.2f} ms ({size} reads), ratio {times['each'] / times['union']:.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
