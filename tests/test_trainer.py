@@ -51,7 +51,7 @@ def run_until(process: subprocess.Popen, run: Path, nb_rows: int, sig: int) -> N
     """Send ``sig`` once the run's per-batch metrics file has ``nb_rows`` rows."""
     while len(batch_rows(run)) < nb_rows:
         assert process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(sig)
 
 
@@ -93,7 +93,8 @@ def test_sigterm_checkpoints_mid_epoch_and_exits_resumable(cache_dir, uninterrup
     out = finish(process, RESUMABLE_EXIT)
     assert "stopping (SIGTERM)" in out
     stopped = state(run)
-    assert stopped["epoch"] == 1 and stopped["batch_index"] in (2, 4)  # at an optimizer step of epoch 2
+    # at an optimizer step inside epoch 2, or of epoch 3 when the signal came late (a fast machine)
+    assert stopped["epoch"] in (1, 2) and stopped["batch_index"] in (2, 4)
     finish(start(run, cache_dir, *RESUMED, "trainer.auto_resume=true"))  # as a requeued job would
     assert_same_run(run, uninterrupted)
 
