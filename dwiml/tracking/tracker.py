@@ -125,9 +125,8 @@ class Tracker:
     def track(self, seeds: Tensor) -> Tracked:
         """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only."""
         seeds = seeds.detach().cpu().float()
-        parts = [self._track_chunk(chunk.to(self.device)) for chunk in torch.split(seeds, self.options.batch_size)]
-        points = torch.cat([p for p, _ in parts]) if parts else seeds.new_zeros(0, 3)
-        lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        points, lengths = _concat([self._track_chunk(chunk.to(self.device))
+                                   for chunk in torch.split(seeds, self.options.batch_size)])
         # Every segment is one step: lengths from float32 points would put those of exactly
         # max_length_mm a rounding error above it.
         keep = in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
@@ -151,9 +150,7 @@ class Tracker:
             grown, nb_grown, _ = self._grow(chunk[-1], last_dirs, state, prefix_mm)
             points, lengths = _join(chunk, nb, grown, nb_grown)
             parts.append((points.cpu(), lengths.cpu()))
-        points = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, 3)
-        lengths = torch.cat([n for _, n in parts]) if parts else torch.zeros(0, dtype=torch.long)
-        return Tracked(points, lengths, prefixes[0].cpu())
+        return Tracked(*_concat(parts), prefixes[0].cpu())
 
     def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
         """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds."""
@@ -234,6 +231,13 @@ class Tracker:
         if threshold is None:
             return torch.zeros(len(outputs), dtype=torch.bool, device=outputs.device)
         return self.model.head.eos_probability(outputs) > threshold
+
+
+def _concat(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """The packed points and lengths of chunks, one after the other."""
+    if not parts:
+        return torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
+    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
 
 
 def _pack(path: Tensor, nb: Tensor) -> Tensor:
