@@ -159,6 +159,15 @@ def test_metrics_equal_an_independent_computation_from_the_files(run_dir, valida
     assert 0 < valid < n and 0 < reached.sum() < n  # a barely trained model: both outcomes are checked
 
 
+def test_scores_only_with_few_enough_bundles(validation):
+    dataset = MultiSubjectDataset(validation[0])
+    scored = GenerationValidation(dataset, "input", max_streamlines_per_subject=5)
+    unscored = GenerationValidation(dataset, "input", max_streamlines_per_subject=5, max_scored_bundles=2)
+    assert len(scored.subjects[0].truth.names) == 3  # the phantom's three bundles
+    assert "gv_valid_pct" in scored.columns and "gv_valid_pct" not in unscored.columns
+    assert "gv_connectivity_fp_rate" in unscored.columns
+
+
 def test_blocs_regions_and_false_positives():
     reference = ConnectivityReference(matrix=np.eye(8, dtype=int), shape=(4, 6, 2), nb_blocs=(2, 3, 1))
     points = np.array([[0, 0, 0], [3.4, 0, 1], [3.4, 5, 0], [1.4, 2.2, 0.6], [-1, 0, 0], [0, 6.2, 0]])

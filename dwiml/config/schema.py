@@ -221,6 +221,7 @@ class GenerationValidationConfig:
     eos_threshold: Optional[float] = None
     end_radius_mm: float = 2.0
     endpoint_tolerance_mm: float = 0.0
+    max_scored_bundles: int = 20
     batch_size: int = 10_000
     seed: int = "${seed}"  # type: ignore[assignment]
 

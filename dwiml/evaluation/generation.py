@@ -20,13 +20,15 @@ Metrics (over all validation subjects; each subject weighs its number of streaml
 - when that reference is a label volume (the phantom's endpoint regions): the Tractometer scores
   of :mod:`dwiml.evaluation.scoring` (``gv_valid_pct``, ``gv_invalid_pct``, ``gv_no_connection_pct``,
   ``gv_mean_overlap``, ``gv_mean_overreach``, ``gv_mean_f1``) against a ground truth of all the
-  subject's streamlines of the group, one bundle per pair of regions they connect;
+  subject's streamlines of the group, one bundle per pair of regions they connect (computed when
+  there are at most ``max_scored_bundles`` such pairs: each bundle holds a voxel map in memory);
 - label regions are grown by ``endpoint_tolerance_mm`` for both (streamlines tracked to the edge of
   a tracking mask may end just past them);
 - ``gv_seconds``: the time the phase took.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
@@ -39,11 +41,13 @@ from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.neighborhood import Neighborhood
 from dwiml.data.streamlines import offsets, resample_step
 from dwiml.errors import DwimlError
-from dwiml.evaluation.scoring import GroundTruth, Packed, dilate_labels, ground_truth_by_regions, score
+from dwiml.evaluation.scoring import (GroundTruth, Packed, dilate_labels, endpoint_regions, ground_truth_by_regions,
+                                     score)
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
 DISTANCE_METRICS = ("gv_final_distance_mm", "gv_reached_end")
 CONNECTIVITY_METRICS = ("gv_connectivity_fp_rate",)
+log = logging.getLogger(__name__)
 SCORES = ("valid_pct", "invalid_pct", "no_connection_pct", "mean_overlap", "mean_overreach", "mean_f1")
 
 
@@ -68,7 +72,8 @@ class GenerationValidation:
                  max_streamlines_per_subject: int | None = 500, tracking_mask: str | None = None,
                  algo: str = "det", max_angle_deg: float = 90.0, max_length_mm: float = 300.0,
                  eos_threshold: float | None = None, end_radius_mm: float = 2.0,
-                 endpoint_tolerance_mm: float = 0.0, batch_size: int = 10_000, seed: int = 1234):
+                 endpoint_tolerance_mm: float = 0.0, max_scored_bundles: int = 20, batch_size: int = 10_000,
+                 seed: int = 1234):
         if every_n_epochs < 1 or nb_init_points < 1:
             raise DwimlError(f"gv.every_n_epochs and gv.nb_init_points must be >= 1, got {every_n_epochs}, "
                              f"{nb_init_points}")
@@ -78,7 +83,7 @@ class GenerationValidation:
         if len(self.validation) == 0:
             raise DwimlError(f"gv: {dataset.hdf5_path} has no validation subjects to track")
         self.every_n_epochs, self.input_group, self.neighborhood = every_n_epochs, input_group, neighborhood
-        self.tracking_mask, self.end_radius_mm = tracking_mask, end_radius_mm
+        self.tracking_mask, self.end_radius_mm, self.max_scored_bundles = tracking_mask, end_radius_mm, max_scored_bundles
         self.device = torch.device(device)
         self.options = TrackingOptions(algo=algo, step_size_mm=step_size_mm, max_angle_deg=max_angle_deg,
                                        min_length_mm=0.0, max_length_mm=max_length_mm, eos_threshold=eos_threshold,
@@ -119,8 +124,15 @@ class GenerationValidation:
         if connectivity is not None and connectivity.labels is not None:
             labels = dilate_labels(connectivity.labels.astype(np.int64), subset.affine(index, group), tolerance_mm)
             connectivity = replace(connectivity, labels=labels)
-            everything, all_lengths = subset.streamlines(index, group, np.arange(nb))
-            truth = ground_truth_by_regions(Packed(everything.astype(np.float64), all_lengths), labels)
+            points, lengths = subset.streamlines(index, group, np.arange(nb))
+            everything = Packed(points.astype(np.float64), lengths)
+            pairs = endpoint_regions(everything, labels)
+            nb_bundles = len(np.unique(pairs[(pairs > 0).all(axis=1)], axis=0))
+            if nb_bundles <= self.max_scored_bundles:
+                truth = ground_truth_by_regions(everything, labels)
+            else:
+                log.info("gv: validation subject %s connects %d region pairs (> gv.max_scored_bundles=%d): "
+                         "no Tractometer scores", subset.subjects[index], nb_bundles, self.max_scored_bundles)
         return _Subject(index, prefixes, true_final, subset.affine(index, group)[:3, :3], connectivity, truth)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
