@@ -124,6 +124,7 @@ def main() -> None:
               f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)",
               flush=True)
         del loader
+    scattered_reads(args.repeats)
 
 
 def scattered_reads(repeats: int) -> None:
