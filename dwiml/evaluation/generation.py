@@ -163,15 +163,14 @@ class GenerationValidation:
         return Tracker(model, inputs, mask, voxel_sizes, self.options).continue_streamlines(subject.prefixes)
 
     def _subject_metrics(self, subject: _Subject, tracked: Tracked) -> dict[str, float]:
-        points, lengths = tracked.points.double().numpy(), tracked.lengths.numpy()
-        first = np.cumsum(lengths) - lengths
-        final = points[first + lengths - 1]
+        candidate = Packed(tracked.points.double().numpy(), tracked.lengths.numpy())
+        first, final = candidate.points[candidate.offsets], candidate.points[candidate.offsets + candidate.lengths - 1]
         distance = np.linalg.norm((final - subject.true_final) @ subject.linear.T, axis=1)
         metrics = {"gv_final_distance_mm": float(distance.mean()),
                    "gv_reached_end": float((distance <= self.end_radius_mm).mean())}
         if subject.connectivity is not None:
-            metrics["gv_connectivity_fp_rate"] = subject.connectivity.false_positive_rate(points[first], final)
+            metrics["gv_connectivity_fp_rate"] = subject.connectivity.false_positive_rate(first, final)
         if subject.truth is not None:
-            scores = score(Packed(points, lengths), subject.truth)
+            scores = score(candidate, subject.truth)
             metrics.update({f"gv_{name}": float(scores[name]) for name in SCORES})
         return metrics
