@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-import dwiml.config  # noqa: F401
+from dwiml.config.schema import register_configs
 from dwiml.models.io import build_model
 from timing import median_seconds  # bench/, the script's folder, is on sys.path
 
@@ -59,6 +59,7 @@ def tracking_seconds(model: torch.nn.Module, nb: int, prefix: int, features: int
 
 
 def main() -> None:
+    register_configs()
     parser = argparse.ArgumentParser()
     parser.add_argument("--streamlines", type=int, default=1000, help="tracked together")
     parser.add_argument("--prefix", type=int, default=50, help="points already tracked")

@@ -96,10 +96,10 @@ def main() -> None:
                             folder / "wm_mask.nii.gz", seeds, out / "dipy_det.trk", *rules)
     dipy_seconds = time.perf_counter() - start
 
-    model, _ = load_tracking_model(run, "cpu")
+    model, spec, _ = load_tracking_model(run, "cpu")
     subject = subject_from_hdf5(hdf5, name, "input", str(folder / "seeding_mask.nii.gz"), "wm_mask")
     start = time.perf_counter()
-    tracked = track_subject(model, subject, options, seeds_per_voxel=2)
+    tracked = track_subject(model, spec, subject, options, seeds_per_voxel=2)
     dwiml_path = save_tracked(tracked, subject, out / "dwiml_det.trk")
     dwiml_seconds = time.perf_counter() - start
     assert np.allclose(seeds, seeds_in_mask(seeding, seeds_per_voxel=2, rng_seed=options.rng_seed).numpy())

@@ -44,7 +44,7 @@ def main() -> None:
     subject = subject_from_hdf5(hdf5, name, "input", str(folder / "seeding_mask.nii.gz"), "wm_mask")
     options = TrackingOptions(step_size_mm=1.0, max_angle_deg=30.0, min_length_mm=10.0, max_length_mm=200.0)
     seeds = seeds_in_mask(torch.from_numpy(subject.seeding_mask), nb_seeds=max(BATCH_SIZES), rng_seed=1234)
-    model, _ = load_tracking_model(args.run, args.device)
+    model = load_tracking_model(args.run, args.device).model
     volume = torch.from_numpy(subject.input).to(args.device)
     print(f"phantom subject {name}, {type(model).__name__} {model.rnn_type} {model.hidden_sizes}, "
           f"device {args.device}, torch threads {torch.get_num_threads()}, median of {args.repeats}")

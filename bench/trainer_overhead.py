@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-import dwiml.config  # noqa: F401  (registers the schemas)
+from dwiml.config.schema import register_configs
 from dwiml.data.builtin import phantom_hdf5
 from dwiml.training import trainer as trainer_module
 from dwiml.training.run import build_trainer
@@ -66,6 +66,7 @@ def measure(cache_dir: Path, overrides: list[str], epochs: int) -> tuple[float, 
 
 
 def main() -> None:
+    register_configs()
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)

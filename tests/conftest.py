@@ -15,10 +15,12 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import dwiml.config  # noqa: F401
+from dwiml.config.schema import register_configs
 from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.hdf5 import create_hdf5, load_groups_config
 from dwiml.training.run import train
+
+register_configs()  # as the training app does
 
 SHAPE = (12, 10, 8)
 # Anisotropic voxels, a flipped first axis and a translation: conventions must hold anyway.

@@ -16,12 +16,14 @@ from conftest import compose_run, metrics, run_training
 from dwiml.data.connectivity import NO_REGION, ConnectivityReference
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import read_subject_list
+from dwiml.data.input_spec import Resampling
 from dwiml.data.interpolation import trilinear
 from dwiml.errors import DwimlError
 from dwiml.evaluation.generation import GenerationValidation
 from dwiml.models.io import load_model
 from dwiml.training.checkpoint import load_checkpoint
 from dwiml.training.run import build_trainer
+from dwiml.training.steps import OneInputStep
 from dwiml.viz.plots import read_metrics
 
 FAST = ["trainer.max_batches_per_epoch_training=12", "trainer.max_batches_per_epoch_validation=1"]
@@ -75,8 +77,8 @@ def transformer_dir(cache_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("model_run", ["run_dir", "transformer_dir"])
 def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass(model_run, validation, request):
-    model = load_model(request.getfixturevalue(model_run) / "best_model", "cpu")
-    gv = GenerationValidation(MultiSubjectDataset(validation[0]), "input", tracking_mask="wm_mask",
+    model, spec = load_model(request.getfixturevalue(model_run) / "best_model", "cpu")
+    gv = GenerationValidation(MultiSubjectDataset(validation[0]), spec, tracking_mask="wm_mask",
                               nb_init_points=3, max_angle_deg=120, max_streamlines_per_subject=30)
     (tracked,) = gv.track(model)
     prefixes = gv.subjects[0].prefixes  # (k, B, 3)
@@ -106,8 +108,8 @@ def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass
 
 def test_metrics_equal_an_independent_computation_from_the_files(run_dir, validation):
     hdf5, folder = validation
-    model = load_model(run_dir / "best_model", "cpu")
-    gv = GenerationValidation(MultiSubjectDataset(hdf5), "input", tracking_mask="wm_mask", max_angle_deg=60,
+    model, spec = load_model(run_dir / "best_model", "cpu")
+    gv = GenerationValidation(MultiSubjectDataset(hdf5), spec, tracking_mask="wm_mask", max_angle_deg=60,
                               nb_init_points=25, max_streamlines_per_subject=60, end_radius_mm=8.0,
                               endpoint_tolerance_mm=2.0)
     tracked = gv.track(model)
@@ -161,8 +163,9 @@ def test_metrics_equal_an_independent_computation_from_the_files(run_dir, valida
 
 def test_scores_only_with_few_enough_bundles(validation):
     dataset = MultiSubjectDataset(validation[0])
-    scored = GenerationValidation(dataset, "input", max_streamlines_per_subject=5)
-    unscored = GenerationValidation(dataset, "input", max_streamlines_per_subject=5, max_scored_bundles=2)
+    spec = OneInputStep(dataset, "input").input_spec("streamlines", Resampling(step_size_mm=1.0))
+    scored = GenerationValidation(dataset, spec, max_streamlines_per_subject=5)
+    unscored = GenerationValidation(dataset, spec, max_streamlines_per_subject=5, max_scored_bundles=2)
     assert len(scored.subjects[0].truth.names) == 3  # the phantom's three bundles
     assert "gv_valid_pct" in scored.columns and "gv_valid_pct" not in unscored.columns
     assert "gv_connectivity_fp_rate" in unscored.columns

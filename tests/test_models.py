@@ -192,7 +192,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, name):
     model = build_model(config)
     save_model(model, config, tmp_path / "best_model")
     assert json.loads((tmp_path / "best_model" / "model_config.json").read_text()) == config
-    loaded = load_model(tmp_path / "best_model")
+    loaded = load_model(tmp_path / "best_model").model
     model.eval(), loaded.eval()
     lengths = torch.tensor([13, 13])
     args = (torch.randn(26, 3), lengths) if name == "autoencoder" else \
@@ -263,7 +263,7 @@ def test_every_model_and_head_trains_and_reloads(cache_dir, tmp_path, model, hea
                                        "trainer.max_batches_per_epoch_validation=1"])
     (row,) = metrics(tmp_path)
     assert math.isfinite(float(row["train_loss"])) and math.isfinite(float(row["valid_loss"]))
-    reloaded = load_model(tmp_path / "best_model")
+    reloaded = load_model(tmp_path / "best_model").model
     assert type(reloaded).__name__ in ("Learn2Track", "Transformer")
     assert reloaded.head.has_eos == bool(eos)
 
@@ -271,13 +271,13 @@ def test_every_model_and_head_trains_and_reloads(cache_dir, tmp_path, model, hea
 def test_input_embedding_group_and_bring_your_own_model(cache_dir, tmp_path):
     run_training(cache_dir, tmp_path / "linear", ["model=gru", "model/input_embedding=linear",
                                                   "model.input_embedding.out_size=8", *ONE_SMALL_EPOCH])
-    assert load_model(tmp_path / "linear" / "best_model").rnns[0].input_size == 8 + 3
+    assert load_model(tmp_path / "linear" / "best_model").model.rnns[0].input_size == 8 + 3
     run_training(cache_dir, tmp_path / "byo", ["model=custom", "model._target_=tests.byo_model.MyModel",
                                                "+model.hidden_size=16", "trainer.max_epochs=2",
                                                "trainer.max_batches_per_epoch_training=3"])
     rows = metrics(tmp_path / "byo")
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
-    model = load_model(tmp_path / "byo" / "best_model")
+    model = load_model(tmp_path / "byo" / "best_model").model
     assert type(model).__name__ == "MyModel" and model.layers[0].in_features == 28 + 3
 
 
@@ -299,4 +299,4 @@ def test_autoencoder_trains_with_the_streamlines_step(cache_dir, fixed_length_hd
                                        "sampler.batch_size=20", "trainer.max_epochs=3", "optim.lr=0.003"])
     losses = [float(r["valid_loss"]) for r in metrics(tmp_path)]
     assert len(losses) == 3 and losses[-1] < losses[0] and np.isfinite(losses).all()
-    assert load_model(tmp_path / "best_model").encoder[-1].out_features == 32
+    assert load_model(tmp_path / "best_model").model.encoder[-1].out_features == 32

@@ -2,6 +2,7 @@
 agreement with the model's packed forward pass, and the dwiml-track / dwiml-visualize-loss CLIs."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import nibabel as nib
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import compose_run
 from dwiml.cli import track as track_cli
 from dwiml.cli import visualize_loss as loss_cli
-from dwiml.data.hdf5 import read_subject_list
+from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
 from dwiml.data.interpolation import trilinear
 from dwiml.errors import DwimlError
 from dwiml.tracking.subject import Subject, load_tracking_model, subject_from_hdf5, track_subject
@@ -26,7 +27,7 @@ FAST = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3", "tra
 
 def trained_run(cache_dir, folder, overrides: list[str]):
     cfg = compose_run(cache_dir, folder, [*FAST, *overrides])
-    (folder / ".hydra").mkdir()
+    (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # as the dwiml-train command does
     train(cfg)
     return folder
@@ -52,7 +53,13 @@ def subject(phantom) -> Subject:
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    return load_tracking_model(run_dir, "cpu")[0]
+    return load_tracking_model(run_dir, "cpu").model
+
+
+@pytest.fixture(scope="module")
+def spec(run_dir):
+    """The input specification of the run's models (the LSTM's and the Transformer's alike)."""
+    return load_tracking_model(run_dir, "cpu").spec
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +75,10 @@ def streamlines_of(tracked):
 
 @pytest.mark.parametrize("keep_last_point", [True, False])
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_every_streamline_respects_the_rules(model, subject, bidirectional, keep_last_point):
+def test_every_streamline_respects_the_rules(model, spec, subject, bidirectional, keep_last_point):
     options = TrackingOptions(step_size_mm=0.8, max_angle_deg=25, min_length_mm=6, max_length_mm=30,
                               bidirectional=bidirectional, keep_last_point=keep_last_point, batch_size=100)
-    tracked = track_subject(model, subject, options, nb_seeds=300)
+    tracked = track_subject(model, spec, subject, options, nb_seeds=300, allow_mismatch=True)  # trained on 1 mm steps
     lines = streamlines_of(tracked)
     assert len(lines) > 30
     sizes = subject.voxel_sizes.numpy()
@@ -94,13 +101,13 @@ def test_every_streamline_respects_the_rules(model, subject, bidirectional, keep
 
 @pytest.mark.parametrize("name", ["model", "transformer"])
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_tracking_follows_the_models_packed_forward_pass(request, name, subject, bidirectional):
+def test_tracking_follows_the_models_packed_forward_pass(request, name, spec, subject, bidirectional):
     """Each step goes where the model's training-time forward pass on the stored streamline points.
     Bidirectional: from the seed on, the state rebuilt on the reversed first half is exact.
     (A wide angle lets this barely trained model continue past the seed.)"""
     model = request.getfixturevalue(name)
     options = TrackingOptions(min_length_mm=0, max_angle_deg=120, bidirectional=bidirectional, keep_last_point=False)
-    tracked = track_subject(model, subject, options, nb_seeds=60)
+    tracked = track_subject(model, spec, subject, options, nb_seeds=60)
     volume = torch.from_numpy(subject.input)
     points, lengths = tracked.points, tracked.lengths
     last = torch.zeros(len(points), dtype=torch.bool)
@@ -119,9 +126,9 @@ def test_tracking_follows_the_models_packed_forward_pass(request, name, subject,
     assert cos.min() > 1 - 1e-4
 
 
-def test_seeds_are_stored_and_lie_on_their_streamlines(model, subject):
+def test_seeds_are_stored_and_lie_on_their_streamlines(model, spec, subject):
     for bidirectional in (True, False):
-        tracked = track_subject(model, subject, TrackingOptions(min_length_mm=0, bidirectional=bidirectional),
+        tracked = track_subject(model, spec, subject, TrackingOptions(min_length_mm=0, bidirectional=bidirectional),
                                 nb_seeds=50)
         for line, seed in zip(tracked.as_list(), tracked.seeds):
             distances = (line - seed).norm(dim=1)
@@ -130,11 +137,11 @@ def test_seeds_are_stored_and_lie_on_their_streamlines(model, subject):
                 assert distances[0] < 1e-5
 
 
-def test_deterministic_tracking_is_reproducible(model, subject):
+def test_deterministic_tracking_is_reproducible(model, spec, subject):
     """Bitwise with the same batch size; with another one, float rounding of the batched matrix
     products may flip a decision right at a threshold, so nearly all streamlines agree."""
     options = TrackingOptions(min_length_mm=0)
-    a, b, c = (track_subject(model, subject, replace(options, batch_size=size), seeds_per_voxel=1)
+    a, b, c = (track_subject(model, spec, subject, replace(options, batch_size=size), seeds_per_voxel=1)
                for size in (1000, 1000, 7))
     assert torch.equal(a.points, b.points) and torch.equal(a.lengths, b.lengths)
     assert torch.equal(a.seeds, c.seeds)
@@ -142,12 +149,12 @@ def test_deterministic_tracking_is_reproducible(model, subject):
 
 
 @pytest.mark.parametrize("name", ["model", "transformer"])
-def test_bidirectional_streamlines_do_not_depend_on_the_batch(request, name, subject):
+def test_bidirectional_streamlines_do_not_depend_on_the_batch(request, name, spec, subject):
     """Tracked 100 together or each seed alone, every streamline is the same (rows are independent,
     the replay of the first halves included), and most continue on the other side of their seed."""
     model = request.getfixturevalue(name)
     options = TrackingOptions(min_length_mm=0, max_angle_deg=120, batch_size=100)
-    together, alone = (track_subject(model, subject, replace(options, batch_size=size), nb_seeds=20)
+    together, alone = (track_subject(model, spec, subject, replace(options, batch_size=size), nb_seeds=20)
                        for size in (100, 1))
     assert torch.equal(together.seeds, alone.seeds) and torch.equal(together.lengths, alone.lengths)
     torch.testing.assert_close(together.points, alone.points, atol=1e-4, rtol=0)
@@ -156,11 +163,11 @@ def test_bidirectional_streamlines_do_not_depend_on_the_batch(request, name, sub
     assert ((seed_index > 0) & (seed_index < together.lengths - 1)).sum() >= 10
 
 
-def test_eos_threshold_needs_an_eos_output(model, subject):
+def test_eos_threshold_needs_an_eos_output(model, spec, subject):
     if getattr(model.head, "has_eos", False):
         pytest.skip("head has an EOS output")
     with pytest.raises(DwimlError, match="end-of-streamline"):
-        track_subject(model, subject, TrackingOptions(eos_threshold=0.5), nb_seeds=5)
+        track_subject(model, spec, subject, TrackingOptions(eos_threshold=0.5), nb_seeds=5)
 
 
 @pytest.mark.parametrize("suffix", [".trk", ".tck", ".trx"])
@@ -196,10 +203,10 @@ def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):
            "does not match the input's grid": ["--input", str(folder / "sh.nii.gz"), "--seeding-mask",
                                                str(folder / "sh.nii.gz")],
            "must end in .trk": ["--input", str(folder / "sh.nii.gz")],
-           "which the model does not accept": ["--input", str(folder / "wm_mask.nii.gz")],
-           "give --input-group": ["--hdf5", str(phantom[0]), "--subject", name],
+           "the input has 1 features, the model was trained on 28": ["--input", str(folder / "wm_mask.nii.gz")],
+           "no record of the run's HDF5 file: give --hdf5": ["--subject", name],
            "is not a model folder": ["--input", str(folder / "sh.nii.gz")]}
-    models = {"give --input-group": run_dir / "best_model", "is not a model folder": tmp_path}
+    models = {"no record of the run's HDF5 file: give --hdf5": run_dir / "best_model", "is not a model folder": tmp_path}
     for message, args in bad.items():
         target = tmp_path / ("x.txt" if "must end" in message else "y.trk")
         with pytest.raises(SystemExit) as e:
@@ -221,11 +228,11 @@ def test_visualize_loss(run_dir, phantom, tmp_path):
     from dwiml.data.sampler import BatchSpec
     from dwiml.training.steps import OneInputStep
 
-    model, config = load_tracking_model(run_dir, "cpu")
+    model, spec, _ = load_tracking_model(run_dir, "cpu")
     dataset = MultiSubjectDataset(hdf5)
     subset = next(dataset.subset(s) for s in ("training", "validation", "testing") if name in dataset.subset(s).subjects)
     index = subset.subjects.index(name)
-    batch = BatchLoader(subset, "streamlines", config.loader.step_size_mm, augment=False)[
+    batch = BatchLoader(subset, "streamlines", spec.resampling.step_size_mm, augment=False)[
         BatchSpec((index,), (np.arange(len(sft)),), 0)]
     with torch.no_grad():
         expected, nb = OneInputStep(dataset, "input")(model.eval(), batch)
@@ -233,6 +240,87 @@ def test_visualize_loss(run_dir, phantom, tmp_path):
     assert nb == len(values)
     np.testing.assert_allclose(values.mean(), float(expected), rtol=1e-4)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_visualize_loss_resamples_as_in_training(cache_dir, phantom, tmp_path):
+    """A model trained on 20-point streamlines is scored on 20-point streamlines (the run's HDF5 from its record)."""
+    run = trained_run(cache_dir, tmp_path / "run", ["loader.step_size_mm=null", "loader.nb_points=20"])
+    out = tmp_path / "loss.trk"
+    loss_cli.main([str(run), str(out), "--subject", phantom[1]])
+    sft = load_tractogram(str(out), "same")
+    assert len(sft) > 10 and {len(s) for s in sft.streamlines} == {20}
+    assert all(np.isfinite(v[:-1, 0]).all() for v in sft.data_per_point["loss"])
+
+
+def test_a_model_folder_copied_alone_tracks_with_no_input_group(run_dir, phantom, tmp_path):
+    """No run folder, no .hydra/: the model folder's input specification names the input group,
+    the neighbourhood and the step; the same streamlines as from the run folder (whose HDF5 it records)."""
+    hdf5, name, folder = phantom
+    alone = shutil.copytree(run_dir / "best_model", tmp_path / "elsewhere" / "model")
+    assert sorted(p.name for p in alone.parent.iterdir()) == ["model"]
+    common = ["--subject", name, "--seeding-mask", str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask",
+              "--nb-seeds", "30", "--min-length-mm", "0"]
+    track_cli.main([str(alone), str(tmp_path / "alone.trk"), "--hdf5", str(hdf5), *common])
+    track_cli.main([str(run_dir), str(tmp_path / "run.trk"), *common])
+    copied, from_run = (load_tractogram(str(tmp_path / f"{n}.trk"), "same").streamlines for n in ("alone", "run"))
+    assert len(copied) == len(from_run) == 30
+    for a, b in zip(copied, from_run):
+        np.testing.assert_array_equal(a, b)
+    (alone / "input_spec.json").unlink()  # as a model folder of an older dwiml
+    with pytest.raises(SystemExit) as e:
+        track_cli.main([str(alone), str(tmp_path / "old.trk"), "--hdf5", str(hdf5), *common])
+    assert e.value.code == (f"dwiml-track: error: {alone} has no input_spec.json: the model takes no input volume "
+                            "(e.g. step=streamlines) or was saved by an older dwiml, so it cannot track")
+
+
+def test_an_input_in_another_sh_basis_is_refused(run_dir, phantom, tmp_path):
+    """The phantom declares its SH basis; the same coefficients declared in another basis (an HDF5
+    group, or --sh-basis for a NIfTI file) are refused with one line, unless --allow-mismatch."""
+    hdf5, name, folder = phantom
+    spec = load_tracking_model(run_dir, "cpu").spec
+    assert (spec.volume.sh_basis, spec.volume.sh_order, spec.volume.nb_features) == ("descoteaux07", 6, 28)
+    groups = load_groups_config(folder.parent / "groups_config.yaml")
+    groups["input"]["sh_basis"] = "tournier07"
+    other = create_hdf5(folder.parent, groups, tmp_path / "tournier.hdf5", [name], [], [])
+    masks = ["--seeding-mask", str(folder / "seeding_mask.nii.gz"), "--tracking-mask", str(folder / "wm_mask.nii.gz"),
+             "--nb-seeds", "10"]
+    sources = {"hdf5": ["--hdf5", str(other), "--subject", name],
+               "nifti": ["--input", str(folder / "sh.nii.gz"), "--sh-basis", "tournier07", "--sh-order", "6"]}
+    for source, args in sources.items():
+        out = tmp_path / f"{source}.trk"
+        with pytest.raises(SystemExit) as e:
+            track_cli.main([str(run_dir), str(out), *args, *masks])
+        assert e.value.code == (f"dwiml-track: error: subject '{name if source == 'hdf5' else 'sh.nii.gz'}': the input "
+                                "does not match the model's: sh_basis 'tournier07' (the model's: 'descoteaux07') "
+                                "(--allow-mismatch to proceed)")
+        assert not out.exists()
+        track_cli.main([str(run_dir), str(out), *args, *masks, "--allow-mismatch"])
+        assert out.is_file()
+    with pytest.raises(SystemExit, match="sh_order 4 means 15 or 25 coefficients"):
+        track_cli.main([str(run_dir), str(tmp_path / "x.trk"), "--input", str(folder / "sh.nii.gz"), "--sh-order", "4",
+                        *masks])
+    with pytest.raises(SystemExit, match=r"tracking steps of 0.5 mm, the model trained on streamlines with "
+                                         r"step_size_mm=1.0 \(--allow-mismatch to proceed\)"):
+        track_cli.main([str(run_dir), str(tmp_path / "x.trk"), "--hdf5", str(hdf5), "--subject", name,
+                        "--step-size-mm", "0.5", *masks])
+
+
+def test_tracking_with_the_latest_epoch(cache_dir, phantom, tmp_path):
+    """--use-latest-epoch takes the checkpoint's weights (a model folder too), not best_model/'s: here
+    the best model is the first epoch (no later one can improve by patience_delta), the checkpoint the second."""
+    run = trained_run(cache_dir, tmp_path / "run", ["trainer.max_epochs=2", "trainer.patience_delta=1e9",
+                                                    "trainer.patience=null"])
+    latest, best = (load_tracking_model(run, "cpu", use_latest_epoch=flag).model.state_dict() for flag in (True, False))
+    saved = torch.load(run / "checkpoint" / "state.pt", weights_only=True)
+    assert saved["epoch"] == 2 and all(torch.equal(latest[k], saved["model"][k]) for k in latest)
+    assert not all(torch.equal(latest[k], best[k]) for k in latest)
+    _, name, folder = phantom
+    out = tmp_path / "latest.trk"
+    track_cli.main([str(run), str(out), "--use-latest-epoch", "--subject", name, "--seeding-mask",
+                    str(folder / "seeding_mask.nii.gz"), "--nb-seeds", "10"])
+    assert len(load_tractogram(str(out), "same")) > 0
+    with pytest.raises(DwimlError, match="is a model folder"):
+        load_tracking_model(run / "best_model", "cpu", use_latest_epoch=True)
 
 
 def test_phantom_tracking_preset_composes(cache_dir, tmp_path):
@@ -245,15 +333,15 @@ def test_tracking_inputs_use_the_runs_neighborhood(cache_dir, tmp_path, phantom)
     """A model trained with a neighbourhood tracks with the same inputs as its training step."""
     from dwiml.config.build import build
     from dwiml.data.dataset import MultiSubjectDataset
-    from dwiml.tracking.subject import step_neighborhood
+    from dwiml.data.input_spec import Resampling
     from dwiml.tracking.tracker import volume_inputs
 
     cfg = compose_run(cache_dir, tmp_path, ["step.neighborhood_type=axes", "step.neighborhood_radius_mm=1.5"])
-    neighborhood = step_neighborhood(cfg)
-    assert len(neighborhood) == 7
     hdf5, name, _ = phantom
     dataset = MultiSubjectDataset(hdf5)
     step = build(cfg.step, dataset=dataset, device="cpu")
+    neighborhood = step.input_spec("streamlines", Resampling(step_size_mm=1.0)).neighborhood  # what tracking uses
+    assert len(neighborhood) == 7
     subset = dataset.testing
     subject = subset.subjects.index(name)
     points = torch.rand(50, 3) * torch.tensor(subset.volume(subject, "input").shape[:3], dtype=torch.float32)

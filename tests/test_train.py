@@ -28,7 +28,7 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["epoch"] == 2 and {"model", "optimizer", "rng", "sampler"} <= set(state)
-    model = load_model(tmp_path / "best_model")
+    model = load_model(tmp_path / "best_model").model
     assert model.rnns[0].input_size == 28 + 3  # SH order 6 + one previous direction
 
 

@@ -146,7 +146,7 @@ def test_accumulation_ema_and_precision(cache_dir, tmp_path):
     rows = batch_rows(tmp_path)
     assert [r["grad_norm"] != "nan" for r in rows] == [False, False, True, True]  # steps after 3 and at the end
     saved = state(tmp_path)
-    best = load_model(tmp_path / "best_model").state_dict()
+    best = load_model(tmp_path / "best_model").model.state_dict()
     ema = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
     assert all(torch.equal(best[k], ema[k]) for k in best)  # the best model holds the EMA weights
     assert not all(torch.equal(best[k], saved["model"][k]) for k in best)

@@ -11,13 +11,22 @@ def main(argv: list[str] | None = None) -> None:
         description="Track one subject with a trained model. The subject comes from a dwiml HDF5 (--hdf5, "
                     "--subject) or from NIfTI files (--input). Streamlines are saved with their seed "
                     "(data_per_streamline 'seeds', voxel space).")
-    parser.add_argument("model", help="a run folder (best_model/ and .hydra/config.yaml) or a model folder")
+    parser.add_argument("model", help="a run folder (its best_model/), or a model folder (e.g. a copied best_model/)")
     parser.add_argument("out", help="output tractogram (.trk, .tck or .trx)")
+    parser.add_argument("--use-latest-epoch", action="store_true",
+                        help="track with the weights of the run folder's latest checkpoint instead of best_model/")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="proceed when the input's declared SH basis/order or channels, or the step size, differ "
+                             "from the model's training")
     source = parser.add_argument_group("subject")
-    source.add_argument("--hdf5", help="a dwiml HDF5 holding the subject")
-    source.add_argument("--subject", help="the subject's name in --hdf5")
-    source.add_argument("--input-group", help="the model's input volume group [the run's step.input_group]")
-    source.add_argument("--input", help="instead of --hdf5: the model's input volume (NIfTI)")
+    source.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
+    source.add_argument("--subject", help="the subject's name in the HDF5")
+    source.add_argument("--input-group", help="the HDF5's input volume group [the model's input group]")
+    source.add_argument("--input", help="instead of an HDF5 subject: the model's input volume (NIfTI)")
+    source.add_argument("--sh-basis", help="with --input: the SH basis of its coefficients (descoteaux07_legacy, "
+                                           "descoteaux07, tournier07_legacy or tournier07), checked against the "
+                                           "model's [not declared]")
+    source.add_argument("--sh-order", type=int, help="with --input: the SH order of its coefficients [not declared]")
     source.add_argument("--seeding-mask", required=True, help="NIfTI file, or a volume group of the HDF5 subject")
     source.add_argument("--tracking-mask", help="NIfTI file or HDF5 volume group; streamlines stop when leaving it "
                                                 "[none: they stop when leaving the volume]")
@@ -27,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     rules = parser.add_argument_group("tracking")
     rules.add_argument("--algo", choices=("det", "prob"), default="det",
                        help="the model's most likely direction, or one drawn from its distribution [det]")
-    rules.add_argument("--step-size-mm", type=float, help="[the run's loader.step_size_mm, else 1.0]")
+    rules.add_argument("--step-size-mm", type=float, help="[the step of the model's training streamlines]")
     rules.add_argument("--max-angle-deg", type=float, default=30.0, help="maximum angle per step [%(default)s]")
     rules.add_argument("--min-length-mm", type=float, default=10.0, help="[%(default)s]")
     rules.add_argument("--max-length-mm", type=float, default=200.0, help="[%(default)s]")
@@ -44,31 +53,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        from omegaconf import OmegaConf
-
         from dwiml.errors import DwimlError
-        from dwiml.tracking.subject import (load_tracking_model, save_tracked, subject_from_files,
-                                            step_neighborhood, subject_from_hdf5, track_subject)
+        from dwiml.tracking.subject import (load_tracking_model, save_tracked, subject_from_files, subject_from_hdf5,
+                                            track_subject)
         from dwiml.tracking.tracker import TrackingOptions
 
-        if (args.hdf5 is None) == (args.input is None) or (args.hdf5 is None) != (args.subject is None):
-            raise DwimlError("give either --hdf5 FILE --subject NAME, or --input FILE")
-        model, run_config = load_tracking_model(args.model, args.device)
-        known = (lambda key: None) if run_config is None else (lambda key: OmegaConf.select(run_config, key))
-        if args.hdf5 is not None:
-            group = args.input_group or known("step.input_group")
-            if group is None:
-                raise DwimlError(f"{args.model} is no run folder: give --input-group")
-            subject = subject_from_hdf5(args.hdf5, args.subject, group, args.seeding_mask, args.tracking_mask)
+        if (args.subject is None) == (args.input is None) or args.hdf5 is not None and args.subject is None:
+            raise DwimlError("give either --subject NAME (and --hdf5 FILE, unless MODEL is a run folder), or --input FILE")
+        if args.input is None and (args.sh_basis is not None or args.sh_order is not None):
+            raise DwimlError("--sh-basis/--sh-order describe an --input file (an HDF5 group declares its own)")
+        model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
+        if args.subject is not None:
+            hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
+            if hdf5 is None:
+                raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
+            subject = subject_from_hdf5(hdf5, args.subject, args.input_group or spec.input_group, args.seeding_mask,
+                                        args.tracking_mask)
         else:
-            subject = subject_from_files(args.input, args.seeding_mask, args.tracking_mask)
+            subject = subject_from_files(args.input, args.seeding_mask, args.tracking_mask, args.sh_basis, args.sh_order)
+        step_size_mm = spec.trained_resampling.step_size_mm if args.step_size_mm is None else args.step_size_mm
+        if step_size_mm is None:
+            raise DwimlError(f"the model trained on streamlines with {spec.trained_resampling}, not a step size: "
+                             "give --step-size-mm (and --allow-mismatch)")
         options = TrackingOptions(
-            algo=args.algo, step_size_mm=args.step_size_mm or known("loader.step_size_mm") or 1.0,
+            algo=args.algo, step_size_mm=step_size_mm,
             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm, max_length_mm=args.max_length_mm,
             eos_threshold=args.eos_threshold, bidirectional=not args.forward_only,
             keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed)
-        tracked = track_subject(model, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
-                                step_neighborhood(run_config))
+        tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
+                                args.allow_mismatch)
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")
 

@@ -14,11 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dwiml.config import schema
+from dwiml import run_folder
+from dwiml.config.schema import register_configs
 from dwiml.errors import DwimlError
 from dwiml.training import distributed
 
 log = logging.getLogger("dwiml")
+register_configs()  # the app's schemas and resolvers, before Hydra composes (also in a sweep's job processes)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -38,20 +40,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Check a ``resume=`` folder before Hydra creates anything, then run the app.
-
-    Under torchrun, every rank names the run folder from rank 0's clock, and only rank 0
-    writes Hydra's files and the text log."""
-    for arg in sys.argv[1:]:
-        if arg.startswith("resume=") and arg != "resume=null":
-            try:
-                schema.run_dir(arg.split("=", 1)[1], "")
-            except DwimlError as e:
-                sys.exit(f"dwiml-train: error: {e}")
+    """Run the app. Under torchrun, every rank names the run folder from rank 0's clock, and only
+    rank 0 writes Hydra's files and the text log (see :mod:`dwiml.run_folder`)."""
     distributed.init_from_environment()
-    schema.RUN_STARTED[0] = distributed.shared_time()
-    if not distributed.is_main():
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    run_folder.start_run(distributed.shared_time(), writer=distributed.is_main())
     try:
         hydra_main()
     finally:

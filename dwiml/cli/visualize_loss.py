@@ -1,4 +1,4 @@
-"""``dwiml-visualize-loss RUN --hdf5 FILE --subject NAME OUT``: the loss along reference streamlines."""
+"""``dwiml-visualize-loss MODEL OUT --subject NAME [--hdf5 FILE]``: the loss along reference streamlines."""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +11,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Write a subject's reference streamlines with the trained model's loss at each point "
                     "(data_per_point 'loss'; NaN where no loss is defined) and a histogram PNG of the losses.")
-    parser.add_argument("run", help="a run folder (best_model/ and .hydra/config.yaml)")
+    parser.add_argument("model", help="a run folder (its best_model/), or a model folder")
     parser.add_argument("out", help="output tractogram (.trk or .trx: formats with data per point)")
-    parser.add_argument("--hdf5", required=True, help="a dwiml HDF5 holding the subject")
+    parser.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
     parser.add_argument("--subject", required=True, help="the subject's name")
+    parser.add_argument("--use-latest-epoch", action="store_true",
+                        help="the weights of the run folder's latest checkpoint instead of best_model/")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="proceed when the input group's declared SH basis/order or channels differ from the model's")
     parser.add_argument("--histogram", help="histogram PNG [OUT with .png]")
     parser.add_argument("--batch-size", type=int, default=1000, help="streamlines per model call [%(default)s]")
     parser.add_argument("--device", default="cpu")
@@ -31,13 +35,14 @@ def main(argv: list[str] | None = None) -> None:
 
         if Path(args.out).suffix not in (".trk", ".trx"):
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
-        model, run_config = load_tracking_model(args.run, args.device)
-        if run_config is None:
-            raise DwimlError(f"{args.run}: not a run folder (needs .hydra/config.yaml)")
-        dataset = MultiSubjectDataset(args.hdf5, lazy=True)
-        streamlines, losses = point_losses(model, run_config, dataset, args.subject, args.batch_size)
+        model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
+        hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
+        if hdf5 is None:
+            raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
+        dataset = MultiSubjectDataset(hdf5, lazy=True)
+        streamlines, losses = point_losses(model, spec, dataset, args.subject, args.batch_size, args.allow_mismatch)
         subset, index = find_subject(dataset, args.subject)
-        group = run_config.step.input_group
+        group = spec.input_group
         shape = dataset.subset(subset).volume(index, group).shape[:3]
         reference = nib.Nifti1Image(np.zeros(shape, np.uint8), dataset.subset(subset).affine(index, group))
         out = save_loss_tractogram(streamlines, losses, reference, args.out)

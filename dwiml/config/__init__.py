@@ -1,8 +1,4 @@
-"""Structured configs: dataclass schemas registered in Hydra's ConfigStore, and resolvers.
-
-Importing this package registers them; ``dwiml/conf/`` holds the YAML presets that select
-and fill the schemas.
+"""Structured configs: dataclass schemas for Hydra's ConfigStore (:func:`dwiml.config.schema.register_configs`,
+called by the training app), and :func:`dwiml.config.build.build`. ``dwiml/conf/`` holds the YAML presets
+that select and fill the schemas. Importing this package registers nothing.
 """
-from dwiml.config.schema import register_configs
-
-register_configs()

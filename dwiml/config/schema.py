@@ -3,14 +3,12 @@ defaults list, so a misspelled key or a wrong type fails at start-up, naming the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
-from dwiml.errors import DwimlError
+from dwiml import run_folder
 
 
 @dataclass
@@ -361,39 +359,12 @@ SCHEMAS = {
 }
 
 
-def run_dir(resume: Optional[str], new_dir: str) -> str:
-    """``hydra.run.dir``: the folder to resume (checked here, before Hydra creates any), or a new one."""
-    if resume is None:
-        return new_dir
-    from dwiml.training.checkpoint import find_checkpoint
-
-    folder = Path(resume).expanduser().absolute()
-    if not folder.is_dir():
-        raise DwimlError(f"resume: run folder {folder} does not exist")
-    if find_checkpoint(folder) is None:
-        raise DwimlError(f"resume: {folder} holds no checkpoint/")
-    return str(folder)
-
-
-def output_subdir(resume: Optional[str], timestamp: str) -> str:
-    """Where Hydra writes the composed config: ``.hydra``, or beside it when resuming."""
-    return ".hydra" if resume is None else f".hydra/resumed-{timestamp}"
-
-
-def run_started(pattern: str) -> str:
-    """``${dwiml_now:%H-%M}``: this run's start time (rank 0's under torchrun), formatted."""
-    return RUN_STARTED[0].strftime(pattern)
-
-
-RUN_STARTED = [datetime.now()]  # replaced by rank 0's time under torchrun (see dwiml.cli.train)
-
-
 def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore and register the run folder's resolvers (the app does
+    this once, before Hydra composes its config; importing dwiml registers nothing)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=group, name=f"{name}_schema", node=node)
-    OmegaConf.register_new_resolver("dwiml_run_dir", run_dir, replace=True)
-    OmegaConf.register_new_resolver("dwiml_output_subdir", output_subdir, replace=True)
-    OmegaConf.register_new_resolver("dwiml_now", run_started, replace=True, use_cache=True)  # like ${now:}: sweep jobs in other processes keep the value
+    run_folder.register_resolvers()

@@ -6,10 +6,9 @@ HDF5 is built from them by the same code as real data (:func:`dwiml.data.hdf5.cr
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
+from dwiml.atomic import atomic_folder
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
 from dwiml.data.phantom import PHANTOM_VERSION, make_phantom
@@ -24,20 +23,11 @@ def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) 
     if hdf5_path.is_file():
         return hdf5_path
     log.info("generating the phantom (%d subjects, seed %d) into %s", nb_subjects, seed, folder)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(folder, replace=False) as tmp:  # another process may generate it at the same time
         subjects = tmp / "subjects"
         make_phantom(subjects, nb_subjects=nb_subjects, seed=seed)
-        create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / "phantom.hdf5",
+        create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / hdf5_path.name,
                     *(read_subject_list(subjects / f"{s}_subjects.txt") for s in ("training", "validation", "testing")))
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not hdf5_path.is_file():  # not another process finishing first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return hdf5_path
 
 

@@ -7,7 +7,8 @@ Layout::
                                  groups_config (JSON), space="vox", origin="nifti",
                                  creation (JSON: compression, enforce_files_presence, skipped_subjects)
     /<subject>/<volume group>       attrs: type="volume", affine, voxel_sizes, nb_features,
-                                           standardization, files
+                                           standardization, files, and as declared in the groups
+                                           config: sh_basis, sh_order, channel_names (JSON)
         data        (X, Y, Z, F) float32, chunked in blocks of 16^3 voxels x F channels
     /<subject>/<streamline group>   attrs: type="streamlines", affine, dimensions, voxel_sizes,
                                            voxel_order, files, resampling (JSON, e.g. {"step_size_mm": 1.0})
@@ -40,6 +41,7 @@ from tqdm import tqdm
 
 from dwiml.atomic import atomic_path
 from dwiml.data.hdf5_subject import RESAMPLING_KEYS, GroupArrays, MissingFileError, read_subject, save_group
+from dwiml.data.input_spec import DECLARATION_KEYS, check_declaration
 from dwiml.errors import DwimlError
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ STANDARDIZATIONS = ("none", "all", "independent", "per_file")
 COMPRESSIONS = ("gzip", "lzf")
 CHUNK_VOXELS = 16
 GROUP_KEYS = {
-    "volume": {"type", "files", "standardization", "std_mask"},
+    "volume": {"type", "files", "standardization", "std_mask", *DECLARATION_KEYS},
     "streamlines": {"type", "files", "dps_keys", "dpp_keys", *RESAMPLING_KEYS,
                     "connectivity_matrix", "connectivity_labels", "connectivity_nb_blocs"},
 }
@@ -92,6 +94,8 @@ def check_groups_config(config: dict, where: str = "groups config") -> None:
             raise DwimlError(f"{here}: dpp_keys cannot be kept when resampling ({resampling[0]})")
         if group["type"] == "streamlines":
             _check_connectivity(group, here)
+        else:
+            check_declaration(group, here)
     if not any(g["type"] == "volume" for g in config.values()):
         raise DwimlError(f"{where}: needs at least one volume group (the reference space)")
 

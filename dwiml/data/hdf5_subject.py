@@ -24,6 +24,7 @@ from dipy.tracking.streamlinespeed import compress_streamlines, length, set_numb
 from nibabel.streamlines import ArraySequence
 
 from dwiml.data import coords
+from dwiml.data.input_spec import check_declaration, declaration_attrs
 from dwiml.errors import DwimlError
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,10 @@ def _read_volume_group(subject_dir: Path, name: str, group: dict, reference: _Re
         data = np.concatenate(arrays, axis=-1)
         if mode != "none":
             data = standardize(data, mask, per_channel=mode == "independent", where=where)
+    check_declaration(group, where, data.shape[-1])
     attrs = dict(type="volume", affine=first.affine, voxel_sizes=coords.voxel_sizes(first.affine),
-                 nb_features=data.shape[-1], standardization=mode, files=_relative(files, subject_dir))
+                 nb_features=data.shape[-1], standardization=mode, files=_relative(files, subject_dir),
+                 **declaration_attrs(group))
     return GroupArrays(attrs, {"data": data})
 
 

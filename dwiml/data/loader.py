@@ -22,6 +22,7 @@ from torch import Tensor
 
 from dwiml.data import streamlines as sl
 from dwiml.data.dataset import SubjectSet
+from dwiml.data.input_spec import Resampling
 from dwiml.data.sampler import BatchSpec
 from dwiml.errors import DwimlError
 
@@ -66,6 +67,10 @@ class BatchLoader(torch.utils.data.Dataset):
         self.min_points_after_split = min_points_after_split
         self.noise_forward, self.noise_loss = noise_gaussian_size_forward, noise_gaussian_size_loss
         self.augment = augment
+
+    @property
+    def resampling(self) -> Resampling:
+        return Resampling(self.step_size_mm, self.nb_points, self.compress_mm)
 
     def __getitem__(self, spec: BatchSpec) -> Batch:
         gen = torch.Generator().manual_seed(spec.seed)

@@ -15,8 +15,6 @@ Streamlines are in voxel space with voxel centres at integer coordinates
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
@@ -33,6 +31,8 @@ from dipy.reconst.shm import sf_to_sh
 from dipy.sims.voxel import add_noise
 from scipy.ndimage import binary_dilation
 from scipy.spatial import cKDTree
+
+from dwiml.atomic import atomic_folder
 
 PHANTOM_VERSION = 2  # 2: the streamline group holds a connectivity reference
 SHAPE = (24, 24, 12)
@@ -57,11 +57,13 @@ CONTROL_POINT_JITTER = 0.5  # voxels, in-plane
 # past the endpoint regions: score tracked tractograms with regions grown by this distance.
 SCORING_TOLERANCE_MM = VOXEL_SIZE_MM
 
-GROUPS_CONFIG = """\
+GROUPS_CONFIG = f"""\
 input:
   type: volume
   files: [sh.nii.gz]
   standardization: none
+  sh_basis: {SH_BASIS}{"_legacy" if SH_LEGACY else ""}
+  sh_order: {SH_ORDER}
 wm_mask:
   type: volume
   files: [wm_mask.nii.gz]
@@ -305,14 +307,9 @@ def make_phantom(out_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) ->
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"out_dir {out_dir} already exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir()
-
     subjects = [f"sub-{i:02d}" for i in range(nb_subjects)]
     gtab = phantom_gtab()
-    try:
+    with atomic_folder(out_dir, replace=False) as tmp_dir:
         for index, subject in enumerate(subjects):
             write_subject(tmp_dir / subject, gtab, np.random.default_rng([seed, index]))
         write_splits(tmp_dir, subjects)
@@ -331,8 +328,4 @@ def make_phantom(out_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) ->
             "sh_legacy": SH_LEGACY,
         }
         (tmp_dir / "phantom.json").write_text(json.dumps(params, indent=2) + "\n")
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return subjects

@@ -2,9 +2,10 @@
 and is judged by where the streamlines it generates end.
 
 Every ``every_n_epochs`` epochs the trainer calls :class:`GenerationValidation` with the model it
-validates. For each validation subject, a fixed random choice of at most
-``max_streamlines_per_subject`` streamlines of ``streamline_group`` (the same every epoch),
-resampled to ``step_size_mm``, is continued by :meth:`dwiml.tracking.tracker.Tracker.continue_streamlines`:
+validates, whose inputs (volume group, neighbourhood) come from its input specification. For each
+validation subject, a fixed random choice of at most ``max_streamlines_per_subject`` streamlines of
+``streamline_group`` (the same every epoch), resampled to ``step_size_mm`` (default: the step the model
+trained with), is continued by :meth:`dwiml.tracking.tracker.Tracker.continue_streamlines`:
 the model's state is built on each streamline's first ``nb_init_points`` points, then it tracks
 forward with the rules of :mod:`dwiml.tracking` (``tracking_mask``: a volume group of the subject,
 or the whole volume; ``max_angle_deg``, ``max_length_mm``, ``eos_threshold``, ``algo``).
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 
 from dwiml.data.connectivity import ConnectivityReference
 from dwiml.data.dataset import MultiSubjectDataset
-from dwiml.data.neighborhood import Neighborhood
+from dwiml.data.input_spec import InputSpec
 from dwiml.data.streamlines import offsets, resample_step
 from dwiml.errors import DwimlError
 from dwiml.evaluation.scoring import (GroundTruth, Packed, dilate_labels, endpoint_regions, ground_truth_by_regions,
@@ -66,9 +67,8 @@ class _Subject:
 class GenerationValidation:
     """Tracks on from the first points of validation streamlines; ``__call__(model)`` gives the metrics."""
 
-    def __init__(self, dataset: MultiSubjectDataset, input_group: str, neighborhood: Neighborhood = Neighborhood(),
-                 device: str = "cpu", every_n_epochs: int = 1, streamline_group: str = "streamlines",
-                 step_size_mm: float | None = 1.0, nb_init_points: int = 2,
+    def __init__(self, dataset: MultiSubjectDataset, spec: InputSpec, device: str = "cpu", every_n_epochs: int = 1,
+                 streamline_group: str = "streamlines", step_size_mm: float | None = None, nb_init_points: int = 2,
                  max_streamlines_per_subject: int | None = 500, tracking_mask: str | None = None,
                  algo: str = "det", max_angle_deg: float = 90.0, max_length_mm: float = 300.0,
                  eos_threshold: float | None = None, end_radius_mm: float = 2.0,
@@ -78,11 +78,14 @@ class GenerationValidation:
             raise DwimlError(f"gv.every_n_epochs and gv.nb_init_points must be >= 1, got {every_n_epochs}, "
                              f"{nb_init_points}")
         if step_size_mm is None:
-            raise DwimlError("gv.step_size_mm is null: give the step size (mm) the model tracks with")
+            step_size_mm = spec.trained_resampling.step_size_mm
+        if step_size_mm is None:
+            raise DwimlError(f"gv.step_size_mm is null and the model trained on streamlines with "
+                             f"{spec.trained_resampling}: give the step size (mm) the model tracks with")
         self.validation = dataset.validation
         if len(self.validation) == 0:
             raise DwimlError(f"gv: {dataset.hdf5_path} has no validation subjects to track")
-        self.every_n_epochs, self.input_group, self.neighborhood = every_n_epochs, input_group, neighborhood
+        self.every_n_epochs, self.input_group, self.neighborhood = every_n_epochs, spec.input_group, spec.neighborhood
         self.tracking_mask, self.end_radius_mm, self.max_scored_bundles = tracking_mask, end_radius_mm, max_scored_bundles
         self.device = torch.device(device)
         self.options = TrackingOptions(algo=algo, step_size_mm=step_size_mm, max_angle_deg=max_angle_deg,

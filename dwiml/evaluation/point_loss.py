@@ -1,8 +1,9 @@
 """The loss of a trained model at every point of a subject's reference streamlines.
 
-The streamlines are read and resampled as in training (the run's loader, no augmentation) and
-the run's step computes the model's outputs; the head's per-row loss is then kept per point.
-Points without a loss (the last point of each streamline when the step adds no EOS target) get NaN.
+The streamlines are read and resampled as in training (the model's input specification, no
+augmentation) and the training step computes the model's outputs from the inputs of the
+specification; the head's per-row loss is then kept per point. Points without a loss (the last
+point of each streamline when the step adds no EOS target) get NaN.
 """
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import nibabel as nib
 import numpy as np
 import torch
 from dipy.io.stateful_tractogram import StatefulTractogram
-from omegaconf import DictConfig
 
-from dwiml.config.build import build
+from dwiml.atomic import atomic_path
 from dwiml.data.coords import ORIGIN, SPACE
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import SUBSETS
+from dwiml.data.input_spec import InputSpec, Resampling, VolumeDescription
 from dwiml.data.loader import BatchLoader
 from dwiml.data.sampler import BatchSpec
 from dwiml.errors import DwimlError
 from dwiml.tracking.output import save_tractogram_atomic
+from dwiml.training.steps import OneInputStep
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -37,14 +39,21 @@ def find_subject(dataset: MultiSubjectDataset, name: str) -> tuple[str, int]:
 
 
 @torch.no_grad()
-def point_losses(model: torch.nn.Module, run_config: DictConfig, dataset: MultiSubjectDataset, subject: str,
-                 batch_size: int = 1000) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The subject's streamlines (resampled, voxel space) and the loss at each of their points."""
+def point_losses(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectDataset, subject: str,
+                 batch_size: int = 1000, allow_mismatch: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The subject's streamlines (resampled as in training, voxel space) and the loss at each of their points.
+
+    The subject's input group must match the model's (see :meth:`InputSpec.check_volume`)."""
     subset_name, index = find_subject(dataset, subject)
     subset = dataset.subset(subset_name)
-    group = run_config.loader.streamline_group
-    loader = BatchLoader(subset, group, step_size_mm=run_config.loader.step_size_mm, augment=False)
-    step = build(run_config.step, dataset=dataset, device=str(next(model.parameters()).device))
+    group = spec.streamline_group
+    subset.check_group(spec.input_group, "volume")
+    subset.check_group(group, "streamlines")
+    spec.check_volume(VolumeDescription.from_attrs(subset.attrs[index, spec.input_group]),
+                      f"{dataset.hdf5_path}, subject '{subject}', group '{spec.input_group}'", allow_mismatch)
+    resampling = spec.loader_resampling(Resampling.from_attrs(subset.attrs[index, group]))
+    loader = BatchLoader(subset, group, **resampling.as_dict(), augment=False)
+    step = OneInputStep.from_spec(dataset, spec, device=str(next(model.parameters()).device))
     model.eval()
     streamlines, losses = [], []
     nb_streamlines = len(subset.index[index, group].lengths)
@@ -77,9 +86,7 @@ def save_histogram(losses: list[np.ndarray], path: str | Path, title: str) -> Pa
     ax.hist(values, bins=50)
     ax.set(xlabel="loss per point", ylabel="points", title=f"{title} (mean {values.mean():.4g}, n={len(values)})")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)

@@ -1,26 +1,36 @@
-"""Save a model as weights + its own config; rebuild it from that folder alone.
+"""Save a model as weights + its own config + its input specification; rebuild it from that folder alone.
 
-A model folder holds ``model.pt`` (a state dict, read with ``weights_only=True``) and
-``model_config.json`` (the ``_target_`` config that builds the model). Every
+A model folder holds ``model.pt`` (a state dict, read with ``weights_only=True``),
+``model_config.json`` (the ``_target_`` config that builds the model) and, for a model that takes
+an input volume, ``input_spec.json`` (its :class:`~dwiml.data.input_spec.InputSpec`). Every
 ``_target_`` in that config must name a ``torch.nn.Module`` class, so a model folder
 cannot make dwiml call arbitrary functions.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra.utils import get_object
 from torch import nn
 
+from dwiml.atomic import atomic_folder
 from dwiml.config.build import build
+from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
 
 WEIGHTS = "model.pt"
 CONFIG = "model_config.json"
+SPEC = "input_spec.json"
+
+
+class TrainedModel(NamedTuple):
+    """A model rebuilt from its folder, and what it eats (None for a model without an input volume)."""
+
+    model: nn.Module
+    spec: InputSpec | None
 
 
 def build_model(config: dict) -> nn.Module:
@@ -29,35 +39,45 @@ def build_model(config: dict) -> nn.Module:
     return build(config, _convert_="all")
 
 
-def save_model(model: nn.Module, config: dict, folder: str | Path) -> None:
-    """Write ``folder`` atomically: a temporary folder, then a rename over the old one."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / WEIGHTS)
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-    replace_folder(tmp, folder)
+def save_model(model: nn.Module, config: dict, folder: str | Path, spec: InputSpec | None = None) -> None:
+    """Write the model folder ``folder`` atomically: a temporary folder, then a rename over the old one."""
+    with atomic_folder(folder) as tmp:
+        write_model(model, config, spec, tmp)
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def write_model(model: nn.Module, config: dict, spec: InputSpec | None, folder: Path) -> None:
+    """Write a model folder's files into the existing ``folder``."""
+    torch.save(model.state_dict(), folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(config, indent=2))
+    if spec is not None:
+        (folder / SPEC).write_text(json.dumps(spec.to_dict(), indent=2))
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a model (rather than, e.g., a run folder holding model folders)."""
+    return (Path(folder) / CONFIG).is_file()
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild a model from a model folder (e.g. ``best_model/``), with no training config."""
     folder = Path(folder)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise DwimlError(f"{folder} is not a model folder (needs {WEIGHTS} and {CONFIG})")
     model = build_model(json.loads((folder / CONFIG).read_text()))
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location=device, weights_only=True))
-    return model.to(device)
+    return TrainedModel(model.to(device), load_spec(folder))
 
 
-def replace_folder(new: Path, folder: Path) -> None:
-    """Move ``new`` to ``folder``; the old ``folder`` is kept as ``<folder>.old`` until then."""
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
+def load_spec(folder: str | Path) -> InputSpec | None:
+    """The input specification of a model folder, None when it has none."""
+    path = Path(folder) / SPEC
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as e:
+        raise DwimlError(f"{path}: not JSON ({e})") from None
+    return InputSpec.from_dict(values, str(path))
 
 
 def _check_targets(config: object) -> None:

@@ -1,43 +1,49 @@
 """What ``dwiml-track`` reads and writes: a trained model, one subject's volumes, a tractogram.
 
 A subject comes from a dwiml HDF5 (volume groups; masks as groups or NIfTI files) or from
-NIfTI files directly. All volumes of a subject share the input's grid.
+NIfTI files directly. All volumes of a subject share the input's grid. The model's input
+specification says which group, neighbourhood and step it takes, and the subject's input must
+match it (:func:`check_subject`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
 import torch
 from dipy.io.stateful_tractogram import StatefulTractogram
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dwiml.data.coords import ORIGIN, SPACE, voxel_sizes
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import SUBSETS
-from dwiml.data.neighborhood import Neighborhood
+from dwiml.data.input_spec import InputSpec, VolumeDescription, check_declaration
 from dwiml.data.streamlines import compress
 from dwiml.errors import DwimlError
-from dwiml.models.io import load_model
+from dwiml.models.io import SPEC, is_model_folder, load_model
+from dwiml.run_folder import RunFolder
 from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
-TRACKABLE_STEP = "dwiml.training.steps.OneInputStep"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Subject:
-    """One subject on one grid: the input volume ``(X, Y, Z, F)``, masks ``(X, Y, Z)``, affine."""
+    """One subject on one grid: the input volume ``(X, Y, Z, F)`` and what it declares to hold, masks
+    ``(X, Y, Z)``, affine."""
 
     name: str
     input: np.ndarray
     affine: np.ndarray
     seeding_mask: np.ndarray
     tracking_mask: np.ndarray | None
+    description: VolumeDescription
 
     @property
     def reference(self) -> nib.Nifti1Image:
@@ -48,18 +54,28 @@ class Subject:
         return torch.from_numpy(voxel_sizes(self.affine))
 
 
-def load_tracking_model(folder: str | Path, device: str) -> tuple[nn.Module, DictConfig | None]:
-    """A model from a run folder (``best_model/`` and ``.hydra/config.yaml``) or a model folder,
-    with the run's config (None for a bare model folder)."""
+class TrackingModel(NamedTuple):
+    """A model that takes an input volume, its input specification, and its run (None for a model folder)."""
+
+    model: nn.Module
+    spec: InputSpec
+    run: RunFolder | None
+
+
+def load_tracking_model(folder: str | Path, device: str, use_latest_epoch: bool = False) -> TrackingModel:
+    """A model from a model folder, or from a run folder: its ``best_model/``, or with
+    ``use_latest_epoch`` the weights of its latest checkpoint. A model without an input
+    specification (one that takes no input volume, e.g. ``step=streamlines``) is refused."""
     folder = Path(folder)
-    config_path = folder / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        return load_model(folder, device), None
-    config = OmegaConf.load(config_path)
-    if OmegaConf.select(config, "step._target_") != TRACKABLE_STEP:
-        raise DwimlError(f"{folder}: its step ({OmegaConf.select(config, 'step._target_')}) gives the model no "
-                         "input volume: only models trained with step=one_input can track")
-    return load_model(folder / "best_model", device), config
+    run = None if is_model_folder(folder) else RunFolder(folder)
+    if run is None and use_latest_epoch:
+        raise DwimlError(f"{folder} is a model folder: the latest epoch's weights are in a run folder's checkpoint")
+    model_folder = folder if run is None else run.checkpoint if use_latest_epoch else run.best_model
+    model, spec = load_model(model_folder, device)
+    if spec is None:
+        raise DwimlError(f"{model_folder} has no {SPEC}: the model takes no input volume (e.g. step=streamlines) "
+                         "or was saved by an older dwiml, so it cannot track")
+    return TrackingModel(model, spec, run)
 
 
 def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seeding_mask: str,
@@ -82,28 +98,37 @@ def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seedin
             return _nifti_mask(source, volume.shape[:3], affine)
         raise DwimlError(f"{hdf5_path}: subject '{name}' has no volume group '{source}', and it is no NIfTI file")
 
-    return Subject(name, volume, affine, mask(seeding_mask), None if tracking_mask is None else mask(tracking_mask))
+    return Subject(name, volume, affine, mask(seeding_mask), None if tracking_mask is None else mask(tracking_mask),
+                   VolumeDescription.from_attrs(subset.attrs[index, input_group]))
 
 
-def subject_from_files(input_path: str | Path, seeding_mask: str | Path, tracking_mask: str | Path | None) -> Subject:
-    """A subject from NIfTI files: the model's input (4D, or 3D as one feature) and the masks."""
+def subject_from_files(input_path: str | Path, seeding_mask: str | Path, tracking_mask: str | Path | None,
+                       sh_basis: str | None = None, sh_order: int | None = None) -> Subject:
+    """A subject from NIfTI files: the model's input (4D, or 3D as one feature), what it holds when
+    known (its SH basis and order), and the masks."""
     image = _load_nifti(input_path)
     data = np.asarray(image.dataobj, dtype=np.float32)
     data = data[..., None] if data.ndim == 3 else data
     shape = data.shape[:3]
+    check_declaration({"sh_basis": sh_basis, "sh_order": sh_order}, str(input_path), data.shape[-1])
     return Subject(Path(input_path).name, data, image.affine, _nifti_mask(seeding_mask, shape, image.affine),
-                   None if tracking_mask is None else _nifti_mask(tracking_mask, shape, image.affine))
+                   None if tracking_mask is None else _nifti_mask(tracking_mask, shape, image.affine),
+                   VolumeDescription(data.shape[-1], sh_basis, sh_order))
 
 
-@torch.no_grad()
-def check_input_size(model: nn.Module, subject: Subject, features: torch.Tensor) -> None:
-    """A clear error when the subject's input does not fit the model."""
-    try:
-        model.track_step(features, torch.zeros(1, 3, device=features.device),
-                         model.initial_state(1, features.device))
-    except RuntimeError as e:
-        raise DwimlError(f"subject '{subject.name}': its input has {subject.input.shape[-1]} features, "
-                         f"which the model does not accept ({str(e).splitlines()[0]})") from None
+def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_mismatch: bool = False) -> None:
+    """A one-line error when the subject's input or the tracking step does not match what the model
+    trained on: another feature count (always), another declared SH basis, order or channel names, or
+    another step (unless ``allow_mismatch``). Voxel sizes the model never saw only give a warning."""
+    where = f"subject '{subject.name}'"
+    spec.check_volume(subject.description, where, allow_mismatch)
+    step = spec.step_mismatch(step_size_mm)
+    if step is not None and not allow_mismatch:
+        raise DwimlError(f"{where}: {step} (--allow-mismatch to proceed)")
+    sizes = tuple(round(float(v), 6) for v in voxel_sizes(subject.affine))
+    if spec.voxel_sizes_mm and not any(np.allclose(sizes, trained, atol=1e-3) for trained in spec.voxel_sizes_mm):
+        log.warning("%s: voxel sizes %s mm, the model trained on %s", where, list(sizes),
+                    [list(v) for v in spec.voxel_sizes_mm])
 
 
 def save_tracked(tracked: Tracked, subject: Subject, out_path: str | Path) -> Path:
@@ -133,23 +158,16 @@ def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) ->
     return data.reshape(shape).astype(np.float32)
 
 
-def step_neighborhood(run_config: DictConfig | None) -> Neighborhood:
-    """The neighbourhood the run's step gave the model (none for a bare model folder)."""
-    if run_config is None:
-        return Neighborhood()
-    return Neighborhood(*(OmegaConf.select(run_config, f"step.neighborhood_{key}", default=default)
-                          for key, default in (("type", "none"), ("radius_mm", None), ("nb_rings", 1))))
-
-
-def track_subject(model: nn.Module, subject: Subject, options: TrackingOptions, seeds_per_voxel: int | None = None,
-                  nb_seeds: int | None = None, compress_mm: float | None = None,
-                  neighborhood: Neighborhood = Neighborhood()) -> Tracked:
-    """Seeds in the subject's seeding mask (``options.rng_seed``), then tracking."""
+def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions,
+                  seeds_per_voxel: int | None = None, nb_seeds: int | None = None, compress_mm: float | None = None,
+                  allow_mismatch: bool = False) -> Tracked:
+    """Seeds in the subject's seeding mask (``options.rng_seed``), then tracking with the inputs of the
+    model's training (its neighbourhood), after :func:`check_subject`."""
+    check_subject(spec, subject, options.step_size_mm, allow_mismatch)
     device = next(model.parameters()).device
     volume = torch.from_numpy(subject.input).to(device)
     seeds = seeds_in_mask(torch.from_numpy(subject.seeding_mask), seeds_per_voxel, nb_seeds, options.rng_seed)
-    inputs = volume_inputs(volume, neighborhood.offsets_vox(subject.voxel_sizes).float())
-    check_input_size(model, subject, inputs(seeds[:1].to(device)))
+    inputs = volume_inputs(volume, spec.neighborhood.offsets_vox(subject.voxel_sizes).float())
     mask = torch.ones(volume.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
     tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options).track(seeds)
     if compress_mm is None:

@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 import random
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dwiml.atomic import atomic_folder
 from dwiml.errors import DwimlError
-from dwiml.models.io import replace_folder
-
-FOLDER = "checkpoint"
-STATE = "state.pt"
+from dwiml.run_folder import CHECKPOINT, STATE, RunFolder
 
 
 def rng_states() -> dict:
@@ -34,24 +32,21 @@ def set_rng_states(states: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    tmp = run_dir / f"{FOLDER}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE)
-    replace_folder(tmp, run_dir / FOLDER)
+def save_checkpoint(run_dir: Path, state: dict, write_model: Callable[[Path], None] | None = None) -> None:
+    """Write ``checkpoint/`` atomically: ``state.pt``, and the files ``write_model`` puts beside it."""
+    with atomic_folder(RunFolder(run_dir).checkpoint) as tmp:
+        torch.save(state, tmp / STATE)
+        if write_model is not None:
+            write_model(tmp)
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint file of a run folder, or its previous one if a save was cut short."""
-    for folder in (FOLDER, f"{FOLDER}.old"):
-        if (run_dir / folder / STATE).is_file():
-            return run_dir / folder / STATE
-    return None
+    return RunFolder(run_dir).checkpoint_state()
 
 
 def load_checkpoint(run_dir: Path) -> dict:
     path = find_checkpoint(run_dir)
     if path is None:
-        raise DwimlError(f"{run_dir} holds no checkpoint ({FOLDER}/{STATE})")
+        raise DwimlError(f"{run_dir} holds no checkpoint ({CHECKPOINT}/{STATE})")
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from dwiml.errors import DwimlError
+from dwiml.run_folder import RunFolder
 
 
 class NoLogger:
@@ -41,7 +42,7 @@ class CometLogger(NoLogger):
 
         kwargs = {"project_name": self.project_name, "workspace": self.workspace}
         if self.offline:
-            directory = str(Path(run_dir) / "comet")
+            directory = str(RunFolder(run_dir).comet)
             self.experiment = (comet_ml.ExistingOfflineExperiment(previous_experiment=key, offline_directory=directory, **kwargs)
                                if key else comet_ml.OfflineExperiment(offline_directory=directory, **kwargs))
         else:
@@ -75,7 +76,7 @@ class TensorBoardLogger(NoLogger):
         except ImportError:
             raise DwimlError("logger=tensorboard needs the tensorboard package: "
                              "pip install 'dwiml[tensorboard]'") from None
-        self.log_dir, self.config = Path(run_dir) / "tensorboard", config
+        self.log_dir, self.config = RunFolder(run_dir).tensorboard, config
         return key
 
     def log_metrics(self, metrics: dict, epoch: int) -> None:

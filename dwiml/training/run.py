@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
+from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
 from dwiml.evaluation.generation import GenerationValidation
 from dwiml.models.io import build_model
+from dwiml.run_folder import RunFolder
 from dwiml.training import distributed
-from dwiml.training.steps import OneInputStep
 from dwiml.training.trainer import Trainer
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
@@ -39,7 +40,7 @@ def train(cfg: DictConfig) -> float:
     trainer = build_trainer(cfg, run_dir)
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
     log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
-             run_dir / "best_model")
+             RunFolder(run_dir).best_model)
     return best
 
 
@@ -49,27 +50,31 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     dataset: MultiSubjectDataset = build(cfg.dataset)
     if len(dataset.training) == 0:
         raise DwimlError(f"{dataset.hdf5_path}: no training subjects")
+    if distributed.is_main():
+        RunFolder(run_dir).write_dataset(dataset.hdf5_path)
     train_loader = _data_loader(cfg, dataset.training, shuffle=True)
     valid_loader = _data_loader(cfg, dataset.validation, shuffle=False) if len(dataset.validation) else None
     device = f"cuda:{distributed.local_rank()}" if distributed.world_size() > 1 and cfg.device == "cuda" else cfg.device
     step = build(cfg.step, dataset=dataset, device=device)
+    spec = step.input_spec(cfg.loader.streamline_group, train_loader.dataset.resampling)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["input_size"] = step.input_size
     return build(cfg.trainer, _partial_=True)(  # partial: components stay Python objects
-        model=build_model(model_config), model_config=model_config, optimizer=build(cfg.optim),
+        model=build_model(model_config), model_config=model_config, input_spec=spec, optimizer=build(cfg.optim),
         scheduler=build(cfg.scheduler), step=step, train_loader=train_loader, valid_loader=valid_loader,
-        run_dir=run_dir, logger=build(cfg.logger), device=device, gv=_generation_validation(cfg, dataset, step))
+        run_dir=run_dir, logger=build(cfg.logger), device=device,
+        gv=_generation_validation(cfg, dataset, spec, device))
 
 
-def _generation_validation(cfg: DictConfig, dataset: MultiSubjectDataset, step) -> GenerationValidation | None:
-    """The gv component, tracking with the step's input volume and neighbourhood (None without ``gv``)."""
+def _generation_validation(cfg: DictConfig, dataset: MultiSubjectDataset, spec: InputSpec | None,
+                           device: str) -> GenerationValidation | None:
+    """The gv component, tracking with the model's inputs (None without ``gv``)."""
     if cfg.gv is None:
         return None
-    if not isinstance(step, OneInputStep):
-        raise DwimlError(f"gv: the generation-validation phase tracks, which needs step=one_input "
-                         f"(this run's step is {cfg.step._target_})")
-    return build(cfg.gv, _partial_=True)(dataset=dataset, input_group=step.input_group,
-                                         neighborhood=step.neighborhood, device=str(step.device))
+    if spec is None:
+        raise DwimlError(f"gv: the generation-validation phase tracks, which needs step=one_input: a model of an "
+                         f"input volume (this run's step, {cfg.step._target_}, gives its model none)")
+    return build(cfg.gv, _partial_=True)(dataset=dataset, spec=spec, device=device)
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -77,7 +82,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Dict
 
     Overriding another key is refused, unless the override repeats the saved value.
     """
-    saved_path = run_dir / ".hydra" / "config.yaml"
+    saved_path = RunFolder(run_dir).config
     if not saved_path.is_file():
         raise DwimlError(f"resume: {run_dir} has no saved config {saved_path}")
     saved = OmegaConf.load(saved_path)

@@ -1,14 +1,18 @@
 """Per-batch steps: from a loaded batch to (loss, number of points). Chosen by ``step=``.
 
-The trainer calls ``step(model, batch)`` and knows nothing else about the model.
+The trainer calls ``step(model, batch)`` and knows nothing else about the model. A step also gives
+the model's ``input_size`` and its :class:`~dwiml.data.input_spec.InputSpec` (None when the model
+takes no input volume), saved with the model.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from dwiml import __version__
 from dwiml.data import neighborhood
 from dwiml.data.dataset import MultiSubjectDataset
+from dwiml.data.input_spec import InputSpec, Resampling, VolumeDescription
 from dwiml.data.interpolation import trilinear
 from dwiml.data.loader import Batch
 from dwiml.data.streamlines import directions, offsets, point_streamline_ids
@@ -35,6 +39,22 @@ class OneInputStep:
         self.input_size = dataset.nb_features(input_group) * len(self.neighborhood)
         self.device = torch.device(device)
         self.volumes = volume_source(dataset, input_group, self.device, volume_cache_size)
+
+    @classmethod
+    def from_spec(cls, dataset: MultiSubjectDataset, spec: InputSpec, device: str = "cpu") -> OneInputStep:
+        """The step that gives a trained model the inputs of its training, from ``dataset``."""
+        n = spec.neighborhood
+        return cls(dataset, spec.input_group, device, add_eos_target=spec.add_eos_target,
+                   neighborhood_type=n.kind, neighborhood_radius_mm=n.radius_mm, neighborhood_nb_rings=n.nb_rings)
+
+    def input_spec(self, streamline_group: str, resampling: Resampling) -> InputSpec:
+        """What the model trained by this step eats, the loader resampling ``streamline_group`` with ``resampling``."""
+        training = self.dataset.training
+        voxel_sizes = {tuple(round(float(v), 6) for v in training.voxel_sizes(i, self.input_group))
+                       for i in range(len(training))}
+        return InputSpec(self.input_group, VolumeDescription.from_attrs(training.attrs[0, self.input_group]),
+                         self.neighborhood, streamline_group, resampling, Resampling.from_attrs(training.attrs[0, streamline_group]),
+                         self.add_eos_target, tuple(sorted(voxel_sizes)), __version__)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
         outputs, target_dirs, eos_targets, _ = self.outputs_and_targets(model, batch)
@@ -76,6 +96,10 @@ class StreamlinesStep:
 
     def __init__(self, dataset: MultiSubjectDataset, device: str = "cpu"):
         self.device = torch.device(device)
+
+    def input_spec(self, streamline_group: str, resampling: Resampling) -> None:
+        """None: the model takes no input volume (it cannot track)."""
+        return None
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
         batch = batch.to(self.device)

@@ -30,6 +30,7 @@ updated on those epochs only (patience counts evaluations of the monitor).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -47,19 +48,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from dwiml import __version__
+from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
-from dwiml.models.io import save_model
+from dwiml.models.io import save_model, write_model
+from dwiml.run_folder import RunFolder
 from dwiml.training import distributed as dist
 from dwiml.training.checkpoint import find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from dwiml.training.loggers import NoLogger
 from dwiml.training.metrics_log import CsvLog
 from dwiml.training.stopping import EarlyStopping, StopRequests
-from dwiml.viz.plots import GV_METRICS, plot_metrics
+from dwiml.viz.plots import plot_metrics
 
 if TYPE_CHECKING:
     from dwiml.evaluation.generation import GenerationValidation
 
-METRICS, BATCH_METRICS, BEST_MODEL = "metrics.csv", "batch_metrics.csv", "best_model"
 METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds",
                   "grad_norm_clipped", "data_seconds", "compute_seconds", "peak_memory_mb")
 BATCH_COLUMNS = ("epoch", "batch", "rank", "pass", "position", "loss", "points", "learning_rate",
@@ -68,6 +70,22 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STRATEGIES = ("single", "ddp")
 RESUMABLE_EXIT = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with resume=<run_dir>
 log = logging.getLogger(__name__)
+
+
+class BatchRecord(NamedTuple):
+    """What one rank knows after a training batch, gathered from every rank in one collective (as
+    float64 values: the stop and checkpoint requests are 0 or 1, the grad norms NaN between optimizer steps)."""
+
+    loss: float
+    points: float
+    data_seconds: float
+    compute_seconds: float
+    grad_norm: float
+    grad_norm_clipped: float
+    pass_index: float
+    position: float
+    stop: float
+    checkpoint: float
 
 
 class TrainingInterrupted(Exception):
@@ -91,11 +109,11 @@ class Trainer:
                  strategy: str = "single", checkpoint_every_minutes: float | None = None,
                  checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
                  auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 1,
-                 gv: GenerationValidation | None = None):
+                 gv: GenerationValidation | None = None, input_spec: InputSpec | None = None):
         _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches,
                        gv.columns if gv is not None else ())
         self.device = torch.device(device)
-        self.model, self.model_config = model.to(self.device), model_config
+        self.model, self.model_config, self.input_spec = model.to(self.device), model_config, input_spec
         self.forward_model = dist.data_parallel(self.model, self.device) if dist.world_size() > 1 else self.model
         if compile:
             self.forward_model = torch.compile(self.forward_model)
@@ -107,6 +125,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.step, self.train_loader, self.valid_loader = step, train_loader, valid_loader
         self.run_dir = Path(run_dir)
+        run = RunFolder(run_dir)
         self.logger = logger or NoLogger()
         self.max_epochs = max_epochs
         self.max_batches = {"train": max_batches_per_epoch_training, "valid": max_batches_per_epoch_validation}
@@ -117,10 +136,11 @@ class Trainer:
         self.plot_every_epochs = plot_every_epochs
         self._plotter = ThreadPoolExecutor(max_workers=1)  # draws beside training: no epoch waits for it
         self._plot: Future | None = None
-        self.metrics = CsvLog(self.run_dir / METRICS, METRIC_COLUMNS)
-        self.batch_metrics = CsvLog(self.run_dir / BATCH_METRICS, BATCH_COLUMNS)
+        self.metrics = CsvLog(run.metrics, METRIC_COLUMNS)
+        self.batch_metrics = CsvLog(run.batch_metrics, BATCH_COLUMNS)
         self.gv = gv
-        self.gv_metrics = CsvLog(self.run_dir / GV_METRICS, ("epoch", *gv.columns)) if gv is not None else None
+        self.gv_metrics = CsvLog(run.gv_metrics, ("epoch", *gv.columns)) if gv is not None else None
+        self.best_model_dir = run.best_model
         self.epoch, self.batch_index, self.totals = 0, 0, _fresh_totals()  # epochs done, batches done in the next
         self.logger_key: str | None = None
         self._last_checkpoint = (time.monotonic(), 0)
@@ -195,12 +215,13 @@ class Trainer:
             norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm or math.inf))
             clipped = min(norm, self.clip_grad_norm) if self.clip_grad_norm else norm
         pass_index, position = self.train_loader.sampler.position_of(self.batch_index)
-        mine = [float(loss.detach()), nb_points, data_seconds, time.perf_counter() - start, norm, clipped,
-                pass_index, position, optimizer_step and stop.reason is not None,
-                optimizer_step and self._checkpoint_due()]
-        ranks = dist.all_gather(torch.tensor(mine, dtype=torch.float64, device=self.device)).cpu()
-        if not torch.isfinite(ranks[:, 0]).all():
-            raise DwimlError(f"the training loss is {ranks[:, 0].tolist()} (per rank) at epoch {self.epoch + 1}, "
+        mine = BatchRecord(float(loss.detach()), nb_points, data_seconds, time.perf_counter() - start, norm, clipped,
+                           pass_index, position, optimizer_step and stop.reason is not None,
+                           optimizer_step and self._checkpoint_due())
+        ranks = [BatchRecord(*row) for row in
+                 dist.all_gather(torch.tensor(mine, dtype=torch.float64, device=self.device)).tolist()]
+        if not all(math.isfinite(r.loss) for r in ranks):
+            raise DwimlError(f"the training loss is {[r.loss for r in ranks]} (per rank) at epoch {self.epoch + 1}, "
                              f"batch {self.batch_index + 1}; stopped, the last checkpoint is kept")
         if optimizer_step:
             self.scaler.step(self.optimizer)
@@ -209,24 +230,26 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
         self._record_batch(ranks)
-        return bool(ranks[:, 8].any()), bool(ranks[:, 9].any())
+        return any(r.stop for r in ranks), any(r.checkpoint for r in ranks)
 
-    def _record_batch(self, ranks: torch.Tensor) -> None:
+    def _record_batch(self, ranks: list[BatchRecord]) -> None:
         """Add a batch to the epoch's sums and, on rank 0, one row per rank to the batch metrics."""
-        loss, points, data, compute, norm, clipped = ranks[:, :6].T.tolist()
-        t = self.totals
-        t["loss"] += sum(l * n for l, n in zip(loss, points))
-        t["points"] += sum(points)
-        t["data_seconds"], t["compute_seconds"] = t["data_seconds"] + data[0], t["compute_seconds"] + compute[0]
-        if not math.isnan(norm[0]):
-            t["grad_norm"], t["grad_norm_clipped"], t["steps"] = (t["grad_norm"] + norm[0],
-                                                                  t["grad_norm_clipped"] + clipped[0], t["steps"] + 1)
+        t, mine = self.totals, ranks[0]
+        t["loss"] += sum(r.loss * r.points for r in ranks)
+        t["points"] += sum(r.points for r in ranks)
+        t["data_seconds"], t["compute_seconds"] = t["data_seconds"] + mine.data_seconds, t["compute_seconds"] + mine.compute_seconds
+        if not math.isnan(mine.grad_norm):
+            t["grad_norm"], t["grad_norm_clipped"], t["steps"] = (t["grad_norm"] + mine.grad_norm,
+                                                                  t["grad_norm_clipped"] + mine.grad_norm_clipped,
+                                                                  t["steps"] + 1)
         if dist.is_main():
             lr = self.optimizer.param_groups[0]["lr"]
             self.batch_metrics.append(
-                dict(zip(BATCH_COLUMNS, [self.epoch + 1, self.batch_index, r, int(row[6]), int(row[7]), row[0],
-                                         int(row[1]), lr, row[4], row[5], row[2], row[3]]))
-                for r, row in enumerate(ranks.tolist()))
+                {"epoch": self.epoch + 1, "batch": self.batch_index, "rank": rank, "pass": int(r.pass_index),
+                 "position": int(r.position), "loss": r.loss, "points": int(r.points), "learning_rate": lr,
+                 "grad_norm": r.grad_norm, "grad_norm_clipped": r.grad_norm_clipped, "data_seconds": r.data_seconds,
+                 "compute_seconds": r.compute_seconds}
+                for rank, r in enumerate(ranks))
 
     def _end_epoch(self) -> None:
         """Validate, log the epoch, schedule the learning rate, keep the best model, checkpoint."""
@@ -251,7 +274,7 @@ class Trainer:
         improved = monitored is not None and self.early_stopping.update(monitored, epoch)
         if dist.is_main():
             if improved:
-                save_model(self._eval_model(), self.model_config, self.run_dir / BEST_MODEL)
+                save_model(self._eval_model(), self.model_config, self.best_model_dir, self.input_spec)
             self.metrics.append([metrics])
             self.logger.log_metrics(metrics, epoch)
             if generated:
@@ -309,7 +332,8 @@ class Trainer:
         if len(set(weights)) > 1:
             raise DwimlError(f"the model replicas differ between ranks ({weights}): stopped")
         if dist.is_main():
-            save_checkpoint(self.run_dir, self._state(rng, weights))
+            save_checkpoint(self.run_dir, self._state(rng, weights),  # with the latest validated weights, a model folder
+                            functools.partial(write_model, self._eval_model(), self.model_config, self.input_spec))
         dist.barrier()
         self._last_checkpoint = (time.monotonic(), self.batch_index)
 

@@ -24,10 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dwiml.atomic import atomic_path
 from dwiml.errors import DwimlError
-
-METRICS_FILE = "metrics.csv"
-GV_METRICS = "gv_metrics.csv"
-PLOTS_DIR = "plots"
+from dwiml.run_folder import METRICS, RunFolder
 DEFAULT_METRICS = ("loss", "learning_rate")
 DEFAULT_GV_METRICS = ("gv_final_distance_mm", "gv_valid_pct")  # drawn too when the runs have them
 PHASES = ("train", "valid")  # drawn dashed and solid
@@ -37,8 +34,7 @@ RUNS_LEGEND_LEFT = 0.72  # figure fraction where the legend of several runs star
 
 def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> Path:
     """Write ``<run_dir>/plots/metrics.png`` from ``<run_dir>/metrics.csv``; return its path."""
-    run_dir = Path(run_dir)
-    return plot_runs({"": run_dir}, run_dir / PLOTS_DIR / "metrics.png", metrics)
+    return plot_runs({"": Path(run_dir)}, RunFolder(run_dir).metrics_plot, metrics)
 
 
 def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] | None = None) -> Path:
@@ -48,7 +44,7 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
     metrics = list(metrics or DEFAULT_METRICS + tuple(m for m in DEFAULT_GV_METRICS if m in available))
     for name in metrics:
         if not _columns(name, available):
-            raise DwimlError(f"no metric '{name}' in {', '.join(str(r / METRICS_FILE) for r in runs.values())} "
+            raise DwimlError(f"no metric '{name}' in {', '.join(str(RunFolder(r).metrics) for r in runs.values())} "
                              f"(columns: {', '.join(sorted(available))})")
     height = PANEL_HEIGHT * len(metrics)
     fig = Figure(figsize=(FIGURE_WIDTH, height))  # fixed margins: a layout engine doubles the drawing time
@@ -79,13 +75,13 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The numeric columns of ``<run_dir>/metrics.csv``, with those of ``gv_metrics.csv`` placed at
     their epochs (empty, non-numeric or missing cells are NaN)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise DwimlError(f"{path}: no such metrics file")
-    columns = _read_csv(path)
+    run = RunFolder(run_dir)
+    if not run.metrics.is_file():
+        raise DwimlError(f"{run.metrics}: no such metrics file")
+    columns = _read_csv(run.metrics)
     if "epoch" not in columns:
-        raise DwimlError(f"{path}: no epoch rows (expected a header with an 'epoch' column)")
-    gv = _read_csv(Path(run_dir) / GV_METRICS) if (Path(run_dir) / GV_METRICS).is_file() else {}
+        raise DwimlError(f"{run.metrics}: no epoch rows (expected a header with an 'epoch' column)")
+    gv = _read_csv(run.gv_metrics) if run.gv_metrics.is_file() else {}
     if "epoch" in gv:
         row_of = {epoch: row for row, epoch in enumerate(columns["epoch"])}
         rows, found = np.array([[row_of.get(e, 0), e in row_of] for e in gv.pop("epoch")], dtype=np.int64).T
@@ -109,12 +105,12 @@ def find_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
     sweep, ``outputs/``) expands to the runs below it, labelled by the overrides that differ."""
     runs: dict[str, Path] = {}
     for path in map(Path, paths):
-        if (path / METRICS_FILE).is_file():
+        if RunFolder(path).is_run():
             runs[_short_name(path)] = path
             continue
-        jobs = sorted((m.parent for m in path.rglob(METRICS_FILE)), key=_natural_key)
+        jobs = sorted((m.parent for m in path.rglob(METRICS)), key=_natural_key)
         if not jobs:
-            raise DwimlError(f"{path}: no {METRICS_FILE} in this folder or below it")
+            raise DwimlError(f"{path}: no {METRICS} in this folder or below it")
         for label, job in _label_by_overrides(path, jobs).items():
             runs[label if label not in runs else str(job)] = job
     return runs
@@ -133,7 +129,7 @@ def _short_name(run_dir: Path) -> str:
 
 
 def _overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = RunFolder(run_dir).overrides
     if not path.is_file():
         return []
     with open(path) as f:

@@ -1,0 +1,138 @@
+"""The run folder: the one place that knows its layout, where it is created, and when the run started.
+
+::
+
+    outputs/<date>/<time>-<microseconds>/     multirun/<date>/<time>-<microseconds>/<job>/ for -m
+      .hydra/config.yaml, overrides.yaml   the composed config (.hydra/resumed-<time>/ for each resume)
+      train.log           the text log (Hydra's job log)
+      dataset.json        the HDF5 file the run trains on, resolved
+      metrics.csv, batch_metrics.csv, gv_metrics.csv
+      checkpoint/         state.pt, and a model folder of the latest weights (see dwiml.models.io)
+      best_model/         a model folder
+      plots/metrics.png
+      comet/, tensorboard/   with those loggers
+
+The Hydra resolvers below name the folders in ``conf/train.yaml`` (``hydra.run.dir``,
+``hydra.sweep.dir``, ``hydra.output_subdir`` and the job log file) from this process's run start:
+the app (:mod:`dwiml.cli.train`) sets it once with :func:`start_run`, to rank 0's clock under torchrun,
+where only rank 0 writes Hydra's files and the log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dwiml.atomic import atomic_path, previous_folder
+from dwiml.errors import DwimlError
+
+CONFIG_DIR, CONFIG, OVERRIDES = ".hydra", "config.yaml", "overrides.yaml"
+LOG = "train.log"
+DATASET = "dataset.json"
+METRICS, BATCH_METRICS, GV_METRICS = "metrics.csv", "batch_metrics.csv", "gv_metrics.csv"
+CHECKPOINT, STATE = "checkpoint", "state.pt"
+BEST_MODEL = "best_model"
+PLOTS, METRICS_PLOT = "plots", "metrics.png"
+COMET, TENSORBOARD = "comet", "tensorboard"
+OUTPUTS, MULTIRUN = "outputs", "multirun"
+
+
+class RunFolder:
+    """The paths of one run folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config, self.overrides = self.root / CONFIG_DIR / CONFIG, self.root / CONFIG_DIR / OVERRIDES
+        self.log, self.dataset = self.root / LOG, self.root / DATASET
+        self.metrics, self.batch_metrics = self.root / METRICS, self.root / BATCH_METRICS
+        self.gv_metrics = self.root / GV_METRICS
+        self.checkpoint, self.best_model = self.root / CHECKPOINT, self.root / BEST_MODEL
+        self.metrics_plot = self.root / PLOTS / METRICS_PLOT
+        self.comet, self.tensorboard = self.root / COMET, self.root / TENSORBOARD
+
+    def is_run(self) -> bool:
+        """Whether training wrote here (a folder of a sweep, or ``outputs/``, is not a run)."""
+        return self.metrics.is_file()
+
+    def checkpoint_state(self) -> Path | None:
+        """The checkpoint file, or the previous one if a save was cut short; None without any."""
+        for folder in (self.checkpoint, previous_folder(self.checkpoint)):
+            if (folder / STATE).is_file():
+                return folder / STATE
+        return None
+
+    def write_dataset(self, hdf5_path: str | Path) -> None:
+        """Record the HDF5 file the run trains on (absolute), for the commands that read the run later."""
+        with atomic_path(self.dataset) as tmp:
+            tmp.write_text(json.dumps({"hdf5_path": str(Path(hdf5_path).absolute())}) + "\n")
+
+    def hdf5_path(self) -> Path | None:
+        """The HDF5 file the run trained on, None when the run has no record of it."""
+        if not self.dataset.is_file():
+            return None
+        try:
+            return Path(json.loads(self.dataset.read_text())["hdf5_path"])
+        except (ValueError, KeyError, TypeError):
+            raise DwimlError(f"{self.dataset}: not a dwiml dataset record") from None
+
+
+@dataclass
+class _RunStart:
+    time: datetime
+    writer: bool  # this process writes the run folder (rank 0 under torchrun)
+
+
+_START = _RunStart(datetime.now(), True)
+
+
+def start_run(time: datetime, writer: bool) -> None:
+    """This process's run start (rank 0's time under torchrun) and whether it writes the run folder."""
+    _START.time, _START.writer = time, writer
+
+
+def run_dir(resume: str | None) -> str:
+    """``hydra.run.dir``: the folder to resume, or ``outputs/<date>/<time>``.
+
+    A ``resume`` folder is checked here, before Hydra creates anything; a bad one ends the app
+    with a one-line error (Hydra cannot report an exception raised by a resolver)."""
+    if resume is None:
+        return f"{OUTPUTS}/{_START.time:%Y-%m-%d}/{_START.time:%H-%M-%S-%f}"
+    folder = Path(resume).expanduser().absolute()
+    if not folder.is_dir():
+        sys.exit(f"dwiml-train: error: resume: run folder {folder} does not exist")
+    if RunFolder(folder).checkpoint_state() is None:
+        sys.exit(f"dwiml-train: error: resume: {folder} holds no {CHECKPOINT}/")
+    return str(folder)
+
+
+def sweep_dir() -> str:
+    """``hydra.sweep.dir``: ``multirun/<date>/<time>``."""
+    return f"{MULTIRUN}/{_START.time:%Y-%m-%d}/{_START.time:%H-%M-%S-%f}"
+
+
+def output_subdir(resume: str | None) -> str | None:
+    """``hydra.output_subdir``: ``.hydra``, ``.hydra/resumed-<time>`` when resuming, none on the
+    processes that do not write the run folder."""
+    if not _START.writer:
+        return None
+    return CONFIG_DIR if resume is None else f"{CONFIG_DIR}/resumed-{_START.time:%Y-%m-%d_%H-%M-%S-%f}"
+
+
+def log_file(output_dir: str) -> str:
+    """The job log's file: ``train.log`` in the run folder (the null device on the processes that do
+    not write the run folder)."""
+    return str(Path(output_dir) / LOG) if _START.writer else os.devnull
+
+
+def register_resolvers() -> None:
+    """The resolvers of ``conf/train.yaml``. The folder names are cached in the config, so the jobs of
+    a sweep started in other processes keep the launcher's (as Hydra's ``${now:}``)."""
+    OmegaConf.register_new_resolver("dwiml_run_dir", run_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("dwiml_sweep_dir", sweep_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("dwiml_output_subdir", output_subdir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("dwiml_log_file", log_file, replace=True)
