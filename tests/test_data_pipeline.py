@@ -8,6 +8,8 @@ from dwiml.data.loader import BatchLoader
 from dwiml.data.sampler import BatchSampler
 from dwiml.errors import DwimlError
 
+PLAIN = dict(step_size_mm=None, reverse_ratio=0.0)  # the stored points, in their order
+
 
 def _all_batches(loader, sampler, num_workers=0):
     data = torch.utils.data.DataLoader(loader, sampler=sampler, batch_size=None, num_workers=num_workers,
@@ -96,15 +98,15 @@ def test_sampler_edge_cases(hdf5_path):
 def test_loader_augmentations(hdf5_path):
     subset = MultiSubjectDataset(hdf5_path).training
     spec = next(iter(BatchSampler(subset, "streamlines", batch_size=20, seed=2)))
-    plain = BatchLoader(subset, "streamlines")[spec]
+    plain = BatchLoader(subset, "streamlines", **PLAIN)[spec]
     assert torch.equal(plain.points, plain.target_points) and len(plain.lengths) == 20
-    split = BatchLoader(subset, "streamlines", split_ratio=1.0, min_points_after_split=3)[spec]
+    split = BatchLoader(subset, "streamlines", **PLAIN, split_ratio=1.0, min_points_after_split=3)[spec]
     assert len(split.lengths) > 20 and split.lengths.min() >= 2
     assert torch.equal(split.points, plain.points)  # a split only cuts lengths
-    reversed_ = BatchLoader(subset, "streamlines", reverse_ratio=1.0)[spec]
+    reversed_ = BatchLoader(subset, "streamlines", step_size_mm=None, reverse_ratio=1.0)[spec]
     first = plain.points[: plain.lengths[0]]
     assert torch.equal(reversed_.points[: plain.lengths[0]], first.flip(0))
-    noisy = BatchLoader(subset, "streamlines", noise_gaussian_size_forward=0.5)[spec]
+    noisy = BatchLoader(subset, "streamlines", **PLAIN, noise_gaussian_size_forward=0.5)[spec]
     shift_mm = (noisy.points - plain.points).double() * torch.from_numpy(subset.voxel_sizes(0, "streamlines"))
     assert 0 < shift_mm.abs().max() <= 1.0 + 1e-5 and torch.equal(noisy.target_points, plain.points)
-    assert torch.equal(noisy.points, BatchLoader(subset, "streamlines", noise_gaussian_size_forward=0.5)[spec].points)
+    assert torch.equal(noisy.points, BatchLoader(subset, "streamlines", **PLAIN, noise_gaussian_size_forward=0.5)[spec].points)

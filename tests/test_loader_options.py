@@ -33,7 +33,8 @@ def unpack(points, lengths):
 
 
 def load(subset, spec, **options):
-    return BatchLoader(subset, "streamlines", **options)[spec]
+    """The batch of ``spec`` with ``options``, else the stored points in their order."""
+    return BatchLoader(subset, "streamlines", **{"step_size_mm": None, "reverse_ratio": 0.0, **options})[spec]
 
 
 def test_nb_points_equals_dipy_set_number_of_points_in_mm(subset):

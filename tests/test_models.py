@@ -187,7 +187,8 @@ def test_autoencoder_reconstructs_fixed_length_streamlines():
 def test_save_and_load_give_identical_outputs(tmp_path, name):
     torch.manual_seed(1)
     cnn = {"_target_": "dwiml.models.embeddings.CNNEmbedding", "_partial_": True, "width": 3, "channels": [3]}
-    config = {"autoencoder": AUTOENCODER, "cnn": {**TRANSFORMER, "input_size": 54, "input_embedding": cnn},
+    config = {"autoencoder": AUTOENCODER,
+              "cnn": {**TRANSFORMER, "variant": "encoder_decoder", "input_size": 54, "input_embedding": cnn},
               **TRACKING_MODELS}[name]
     model = build_model(config)
     save_model(model, config, tmp_path / "best_model")

@@ -207,7 +207,8 @@ def test_subject_splits_and_metadata(phantom):
 def test_groups_config_matches_files(phantom):
     config = yaml.safe_load((phantom / "groups_config.yaml").read_text())
     assert config == {
-        "input": {"type": "volume", "files": ["sh.nii.gz"], "standardization": "none"},
+        "input": {"type": "volume", "files": ["sh.nii.gz"], "standardization": "none", "sh_basis": "descoteaux07",
+                  "sh_order": 6},
         "wm_mask": {"type": "volume", "files": ["wm_mask.nii.gz"]},
         "streamlines": {"type": "streamlines", "files": ["bundles/*.trk"], "connectivity_matrix": "connectivity.npy",
                         "connectivity_labels": "endpoints_labels.nii.gz"},

@@ -1,8 +1,10 @@
-"""Dataclass schemas of every config group. Each YAML preset names its schema in its
-defaults list, so a misspelled key or a wrong type fails at start-up, naming the key."""
+"""Dataclass schemas of every config group: the keys and their types, with no values (``MISSING``):
+the values live in the YAML presets of ``dwiml/conf/``, their one home. Each preset names its schema
+in its defaults list, so a misspelled key or a wrong type fails at start-up, naming the key. The
+``_target_`` that a schema builds is part of it; an optional group (``gv``) is None until selected."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -15,42 +17,42 @@ from dwiml import run_folder
 class PhantomDatasetConfig:
     _target_: str = "dwiml.data.builtin.phantom_dataset"
     cache_dir: str = MISSING
-    nb_subjects: int = 5
-    seed: int = 1234
-    lazy: bool = False
-    cache_bytes: int = 2**30
+    nb_subjects: int = MISSING
+    seed: int = MISSING
+    lazy: bool = MISSING
+    cache_bytes: int = MISSING
 
 
 @dataclass
 class HDF5DatasetConfig:
     _target_: str = "dwiml.data.dataset.MultiSubjectDataset"
     hdf5_path: str = MISSING
-    lazy: bool = False
-    cache_bytes: int = 2**30
+    lazy: bool = MISSING
+    cache_bytes: int = MISSING
 
 
 @dataclass
 class SamplerConfig:
     _target_: str = "dwiml.data.sampler.BatchSampler"
-    batch_size: float = 100
-    unit: str = "nb_streamlines"
-    nb_subjects_per_batch: int = 1
-    cycles: int = 1
-    seed: int = "${seed}"  # type: ignore[assignment]
+    batch_size: float = MISSING
+    unit: str = MISSING
+    nb_subjects_per_batch: int = MISSING
+    cycles: int = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class LoaderConfig:
     _target_: str = "dwiml.data.loader.BatchLoader"
-    streamline_group: str = "streamlines"
-    step_size_mm: Optional[float] = 1.0
-    nb_points: Optional[int] = None
-    compress_mm: Optional[float] = None
-    reverse_ratio: float = 0.5
-    split_ratio: float = 0.0
-    min_points_after_split: int = 5
-    noise_gaussian_size_forward: float = 0.0
-    noise_gaussian_size_loss: float = 0.0
+    streamline_group: str = MISSING
+    step_size_mm: Optional[float] = MISSING
+    nb_points: Optional[int] = MISSING
+    compress_mm: Optional[float] = MISSING
+    reverse_ratio: float = MISSING
+    split_ratio: float = MISSING
+    min_points_after_split: int = MISSING
+    noise_gaussian_size_forward: float = MISSING
+    noise_gaussian_size_loss: float = MISSING
 
 
 @dataclass
@@ -59,8 +61,8 @@ class HeadConfig:
 
     _target_: str = MISSING
     _partial_: bool = True
-    hidden_sizes: list[int] = field(default_factory=list)
-    eos_weight: float = 0.0  # > 0 adds an end-of-streamline output, its loss weighted by this
+    hidden_sizes: list[int] = MISSING
+    eos_weight: float = MISSING  # > 0 adds an end-of-streamline output, its loss weighted by this
 
 
 @dataclass
@@ -81,13 +83,13 @@ class CosinePlusL2RegressionConfig(HeadConfig):
 @dataclass
 class SphereClassificationConfig(HeadConfig):
     _target_: str = "dwiml.models.heads.SphereClassification"
-    sphere: str = "repulsion724"  # a dipy sphere: symmetric362, symmetric724, repulsion100, repulsion724, ...
+    sphere: str = MISSING  # a dipy sphere: symmetric362, symmetric724, repulsion100, repulsion724, ...
 
 
 @dataclass
 class SmoothSphereClassificationConfig(SphereClassificationConfig):
     _target_: str = "dwiml.models.heads.SmoothSphereClassification"
-    smoothing_width_deg: float = 10.0
+    smoothing_width_deg: float = MISSING
 
 
 @dataclass
@@ -98,7 +100,7 @@ class GaussianConfig(HeadConfig):
 @dataclass
 class GaussianMixtureConfig(HeadConfig):
     _target_: str = "dwiml.models.heads.GaussianMixture"
-    nb_components: int = 3
+    nb_components: int = MISSING
 
 
 @dataclass
@@ -109,7 +111,7 @@ class FisherVonMisesConfig(HeadConfig):
 @dataclass
 class FisherVonMisesMixtureConfig(HeadConfig):
     _target_: str = "dwiml.models.heads.FisherVonMisesMixture"
-    nb_components: int = 3
+    nb_components: int = MISSING
 
 
 @dataclass
@@ -122,44 +124,44 @@ class IdentityEmbeddingConfig:
 class LinearEmbeddingConfig:
     _target_: str = "dwiml.models.embeddings.LinearEmbedding"
     _partial_: bool = True
-    out_size: int = 64
-    activation: Optional[str] = "relu"
+    out_size: int = MISSING
+    activation: Optional[str] = MISSING
 
 
 @dataclass
 class CNNEmbeddingConfig:
     _target_: str = "dwiml.models.embeddings.CNNEmbedding"
     _partial_: bool = True
-    width: int = 3
-    channels: list[int] = field(default_factory=lambda: [16])
-    kernel_size: int = 2
+    width: int = MISSING
+    channels: list[int] = MISSING
+    kernel_size: int = MISSING
 
 
 @dataclass
 class Learn2TrackConfig:
     _target_: str = "dwiml.models.learn2track.Learn2Track"
-    rnn_type: str = "lstm"
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    nb_previous_dirs: int = 0
-    prev_dirs_embedding_size: Optional[int] = None
+    rnn_type: str = MISSING
+    hidden_sizes: list[int] = MISSING
+    nb_previous_dirs: int = MISSING
+    prev_dirs_embedding_size: Optional[int] = MISSING
     input_embedding: Any = MISSING
-    dropout: float = 0.0
-    layer_norm: bool = False
-    skip_connections: bool = False
+    dropout: float = MISSING
+    layer_norm: bool = MISSING
+    skip_connections: bool = MISSING
     head: Any = MISSING  # a head schema, from the model/head config group
 
 
 @dataclass
 class TransformerConfig:
     _target_: str = "dwiml.models.transformer.Transformer"
-    variant: str = "encoder_decoder"
-    d_model: int = 64
-    nheads: int = 4
-    nb_layers: int = 2
-    nb_decoder_layers: Optional[int] = None
-    ff_size: int = 128
-    dropout: float = 0.1
-    direction_embedding_size: int = 16
+    variant: str = MISSING
+    d_model: int = MISSING
+    nheads: int = MISSING
+    nb_layers: int = MISSING
+    nb_decoder_layers: Optional[int] = MISSING
+    ff_size: int = MISSING
+    dropout: float = MISSING
+    direction_embedding_size: int = MISSING
     input_embedding: Any = MISSING
     head: Any = MISSING  # a head schema, from the model/head config group
 
@@ -167,36 +169,36 @@ class TransformerConfig:
 @dataclass
 class AutoencoderConfig:
     _target_: str = "dwiml.models.autoencoder.StreamlineAutoencoder"
-    nb_points: int = 32
-    latent_size: int = 32
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    kernel_size: int = 3
+    nb_points: int = MISSING
+    latent_size: int = MISSING
+    channels: list[int] = MISSING
+    kernel_size: int = MISSING
 
 
 @dataclass
 class OptimConfig:
-    _target_: str = "torch.optim.Adam"
+    _target_: str = MISSING  # torch.optim.Adam, AdamW, RAdam: chosen by the preset
     _partial_: bool = True
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
 class SGDConfig(OptimConfig):
     _target_: str = "torch.optim.SGD"
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
 
 @dataclass
 class OneInputStepConfig:
     _target_: str = "dwiml.training.steps.OneInputStep"
-    input_group: str = "input"
-    volume_cache_size: int = 4
-    neighborhood_type: str = "none"
-    neighborhood_radius_mm: Optional[float] = None
-    neighborhood_nb_rings: int = 1
-    add_eos_target: bool = False
+    input_group: str = MISSING
+    volume_cache_size: int = MISSING
+    neighborhood_type: str = MISSING
+    neighborhood_radius_mm: Optional[float] = MISSING
+    neighborhood_nb_rings: int = MISSING
+    add_eos_target: bool = MISSING
 
 
 @dataclass
@@ -207,53 +209,53 @@ class StreamlinesStepConfig:
 @dataclass
 class GenerationValidationConfig:
     _target_: str = "dwiml.evaluation.generation.GenerationValidation"
-    every_n_epochs: int = 1
-    streamline_group: str = "${loader.streamline_group}"
-    step_size_mm: Optional[float] = "${loader.step_size_mm}"  # type: ignore[assignment]
-    nb_init_points: int = 2
-    max_streamlines_per_subject: Optional[int] = 500
-    tracking_mask: Optional[str] = None
-    algo: str = "det"
-    max_angle_deg: float = 90.0
-    max_length_mm: float = 300.0
-    eos_threshold: Optional[float] = None
-    end_radius_mm: float = 2.0
-    endpoint_tolerance_mm: float = 0.0
-    max_scored_bundles: int = 20
-    batch_size: int = 10_000
-    seed: int = "${seed}"  # type: ignore[assignment]
+    every_n_epochs: int = MISSING
+    streamline_group: str = MISSING
+    step_size_mm: Optional[float] = MISSING
+    nb_init_points: int = MISSING
+    max_streamlines_per_subject: Optional[int] = MISSING
+    tracking_mask: Optional[str] = MISSING
+    algo: str = MISSING
+    max_angle_deg: float = MISSING
+    max_length_mm: float = MISSING
+    eos_threshold: Optional[float] = MISSING
+    end_radius_mm: float = MISSING
+    endpoint_tolerance_mm: float = MISSING
+    max_scored_bundles: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class TrainerConfig:
     _target_: str = "dwiml.training.trainer.Trainer"
-    max_epochs: int = 10
-    max_batches_per_epoch_training: Optional[int] = None
-    max_batches_per_epoch_validation: Optional[int] = None
-    patience: Optional[int] = None
-    patience_delta: float = 1e-6
-    monitor: str = "valid_loss"
-    monitor_mode: str = "min"
-    clip_grad_norm: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    ema_decay: Optional[float] = None
-    precision: str = "32"
-    compile: bool = False
-    strategy: str = "single"
-    checkpoint_every_minutes: Optional[float] = None
-    checkpoint_every_batches: Optional[int] = None
-    max_minutes: Optional[float] = None
-    auto_resume: bool = False
-    progress_bar: bool = True
-    plot_every_epochs: Optional[int] = 1  # plots/metrics.png every N epochs and at the end; null: never
+    max_epochs: int = MISSING
+    max_batches_per_epoch_training: Optional[int] = MISSING
+    max_batches_per_epoch_validation: Optional[int] = MISSING
+    patience: Optional[int] = MISSING
+    patience_delta: float = MISSING
+    monitor: str = MISSING
+    monitor_mode: str = MISSING
+    clip_grad_norm: Optional[float] = MISSING
+    accumulate_grad_batches: int = MISSING
+    ema_decay: Optional[float] = MISSING
+    precision: str = MISSING
+    compile: bool = MISSING
+    strategy: str = MISSING
+    checkpoint_every_minutes: Optional[float] = MISSING
+    checkpoint_every_batches: Optional[int] = MISSING
+    max_minutes: Optional[float] = MISSING
+    auto_resume: bool = MISSING
+    progress_bar: bool = MISSING
+    plot_every_epochs: Optional[int] = MISSING  # plots/metrics.png every N epochs and at the end; null: never
 
 
 @dataclass
 class ConstantLRConfig:
     _target_: str = "torch.optim.lr_scheduler.ConstantLR"
     _partial_: bool = True
-    factor: float = 1.0
-    total_iters: int = 0
+    factor: float = MISSING
+    total_iters: int = MISSING
 
 
 @dataclass
@@ -267,29 +269,29 @@ class EpochsListLRConfig:
 class StepLRConfig:
     _target_: str = "torch.optim.lr_scheduler.StepLR"
     _partial_: bool = True
-    step_size: int = 10
-    gamma: float = 0.5
+    step_size: int = MISSING
+    gamma: float = MISSING
 
 
 @dataclass
 class CosineWarmupLRConfig:
     _target_: str = "dwiml.training.schedulers.cosine_warmup"
     _partial_: bool = True
-    warmup_epochs: int = 2
-    total_epochs: int = "${trainer.max_epochs}"  # type: ignore[assignment]
-    start_factor: float = 0.1
-    min_lr: float = 0.0
+    warmup_epochs: int = MISSING
+    total_epochs: int = MISSING
+    start_factor: float = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
 class PlateauLRConfig:
     _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     _partial_: bool = True
-    mode: str = "${trainer.monitor_mode}"
-    factor: float = 0.5
-    patience: int = 2
-    threshold: float = 1e-4
-    min_lr: float = 0.0
+    mode: str = MISSING
+    factor: float = MISSING
+    patience: int = MISSING
+    threshold: float = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
@@ -300,9 +302,9 @@ class NoLoggerConfig:
 @dataclass
 class CometLoggerConfig:
     _target_: str = "dwiml.training.loggers.CometLogger"
-    project_name: str = "dwiml"
-    workspace: Optional[str] = None
-    offline: bool = False
+    project_name: str = MISSING
+    workspace: Optional[str] = MISSING
+    offline: bool = MISSING
 
 
 @dataclass
@@ -313,7 +315,7 @@ class TensorBoardLoggerConfig:
 @dataclass
 class LoggersConfig:
     _target_: str = "dwiml.training.loggers.Loggers"
-    loggers: dict[str, Any] = field(default_factory=dict)
+    loggers: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -330,10 +332,10 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
     gv: Optional[GenerationValidationConfig] = None
-    seed: int = 1234
-    device: str = "cpu"
-    num_workers: int = 0
-    resume: Optional[str] = None
+    seed: int = MISSING
+    device: str = MISSING
+    num_workers: int = MISSING
+    resume: Optional[str] = MISSING
 
 
 SCHEMAS = {

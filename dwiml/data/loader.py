@@ -55,8 +55,8 @@ class BatchLoader(torch.utils.data.Dataset):
     ``augment=False`` (validation) keeps the resampling and skips split, reverse and noise.
     """
 
-    def __init__(self, subset: SubjectSet, streamline_group: str, step_size_mm: float | None = None,
-                 nb_points: int | None = None, reverse_ratio: float = 0.0, split_ratio: float = 0.0,
+    def __init__(self, subset: SubjectSet, streamline_group: str, step_size_mm: float | None = 1.0,
+                 nb_points: int | None = None, reverse_ratio: float = 0.5, split_ratio: float = 0.0,
                  min_points_after_split: int = 5, noise_gaussian_size_forward: float = 0.0,
                  noise_gaussian_size_loss: float = 0.0, compress_mm: float | None = None, augment: bool = True):
         _check_options(step_size_mm, nb_points, compress_mm, reverse_ratio, split_ratio, min_points_after_split,

@@ -67,7 +67,7 @@ class BatchSampler(torch.utils.data.Sampler):
     """Yields one :class:`BatchSpec` per batch of a subset's streamline group."""
 
     def __init__(self, subset: SubjectSet, streamline_group: str, batch_size: float,
-                 unit: str = "nb_streamlines", nb_subjects_per_batch: int = 1, cycles: int = 1,
+                 unit: str = "nb_streamlines", nb_subjects_per_batch: int = 2, cycles: int = 1,
                  shuffle: bool = True, seed: int = 1234, rank: int = 0, world_size: int = 1):
         if unit not in UNITS:
             raise DwimlError(f"sampler.unit must be one of {UNITS}, got '{unit}'")

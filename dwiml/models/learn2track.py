@@ -23,8 +23,8 @@ class Learn2Track(nn.Module):
     the head sees the outputs of every layer.
     """
 
-    def __init__(self, input_size: int, head: Callable[[int], nn.Module], rnn_type: str = "lstm",
-                 hidden_sizes: list[int] | tuple[int, ...] = (64, 64), nb_previous_dirs: int = 0,
+    def __init__(self, input_size: int, head: Callable[[int], nn.Module], rnn_type: str,
+                 hidden_sizes: list[int] | tuple[int, ...] = (64, 64), nb_previous_dirs: int = 1,
                  prev_dirs_embedding_size: int | None = None,
                  input_embedding: Callable[[int], nn.Module] = IdentityEmbedding,
                  dropout: float = 0.0, layer_norm: bool = False, skip_connections: bool = False):

@@ -179,7 +179,7 @@ class DirectionTokens(nn.Module):
 class Transformer(nn.Module):
     """A causal Transformer and a direction head; see the module docstring for ``variant``."""
 
-    def __init__(self, input_size: int, head: Callable[[int], nn.Module], variant: str = "encoder_decoder",
+    def __init__(self, input_size: int, head: Callable[[int], nn.Module], variant: str,
                  d_model: int = 64, nheads: int = 4, nb_layers: int = 2, nb_decoder_layers: int | None = None,
                  ff_size: int = 128, dropout: float = 0.1, direction_embedding_size: int = 16,
                  input_embedding: Callable[[int], nn.Module] = IdentityEmbedding):

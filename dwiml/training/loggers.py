@@ -32,7 +32,7 @@ class NoLogger:
 class CometLogger(NoLogger):
     """comet.ml, online (needs ``COMET_API_KEY``) or offline (an archive in the run folder)."""
 
-    def __init__(self, project_name: str = "dwiml", workspace: str | None = None, offline: bool = False):
+    def __init__(self, offline: bool, project_name: str = "dwiml", workspace: str | None = None):
         self.project_name, self.workspace, self.offline = project_name, workspace, offline
         self.experiment = None
 
