@@ -83,7 +83,7 @@ def test_sampler_edge_cases(hdf5_path):
     subset = MultiSubjectDataset(hdf5_path).training
     tiny = _epoch(BatchSampler(subset, "streamlines", batch_size=2, nb_subjects_per_batch=3))
     assert all(len(b) <= 2 and len(b.subjects) <= 2 for b in tiny)
-    huge = _epoch(BatchSampler(subset, "streamlines", batch_size=0.01, unit="length_mm"))
+    huge = _epoch(BatchSampler(subset, "streamlines", batch_size=0.01, unit="length_mm", nb_subjects_per_batch=1))
     assert all(len(b) == 1 for b in huge)
     valid = BatchSampler(MultiSubjectDataset(hdf5_path).validation, "streamlines", 5, shuffle=False)
     first = [b.ids[0].tolist() for b in _epoch(valid)]

@@ -336,6 +336,12 @@ def test_subject_list_errors(dwi_subjects, tmp_path):
     ({"type": "streamlines", "files": ["a.trk"], "compress_mm": 0.1, "dpp_keys": ["fa"]}, "dpp_keys cannot"),
     ({"type": "streamlines", "files": ["a.trk"], "connectivity_matrix": "m.npy"}, "exactly one of"),
     ({"type": "streamlines", "files": ["a.trk"], "connectivity_nb_blocs": 4}, "exactly one of"),
+    ({"type": "volume", "files": ["a.nii"], "sh_basis": "mrtrix"}, r"group 'g': sh_basis must be one of "
+                                                                    r"descoteaux07_legacy, descoteaux07, tournier07"),
+    ({"type": "volume", "files": ["a.nii"], "sh_order": -2}, r"group 'g': sh_order must be an integer >= 0"),
+    ({"type": "volume", "files": ["a.nii"], "channel_names": "fa"}, r"group 'g': channel_names must be a non-empty"),
+    ({"type": "volume", "files": ["a.nii"], "sh_order": 4, "channel_names": ["a"]}, "or channel_names, not both"),
+    ({"type": "streamlines", "files": ["a.trk"], "sh_basis": "tournier07"}, r"unknown key\(s\) \['sh_basis'\]"),
 ])
 def test_groups_config_errors(tmp_path, group, match):
     path = tmp_path / "groups.yaml"
@@ -384,6 +390,26 @@ def test_extract_volume_and_errors(dwi_hdf5, tmp_path):
     with pytest.raises(DwimlError, match=r"/b.nii.gz: a streamlines group is written to .trk"):
         extract(dwi_hdf5, "sub-01", "bundles", tmp_path / "b.nii.gz")
     assert [p.name for p in tmp_path.iterdir()] == ["input.nii.gz"]
+
+
+def test_volume_groups_declare_what_they_hold(dwi_subjects, tmp_path):
+    """SH basis and order, or channel names, stored as the group's attributes and shown by describe;
+    a declaration that does not fit the volume stops creation, naming the subject and group."""
+    names = [f"dwi{i}" for i in range(7)] + ["t1"]
+    groups = {**DWI_GROUPS, "input": {**DWI_GROUPS["input"], "channel_names": names},
+              "brain_mask": {**DWI_GROUPS["brain_mask"], "sh_basis": "tournier07", "sh_order": 0}}
+    path = create_hdf5(dwi_subjects, groups, tmp_path / "declared.hdf5", *DWI_SUBJECTS)
+    with h5py.File(path) as h5:
+        assert json.loads(h5["sub-01/input"].attrs["channel_names"]) == names
+        assert (h5["sub-02/brain_mask"].attrs["sh_basis"], h5["sub-02/brain_mask"].attrs["sh_order"]) == ("tournier07", 0)
+        assert "sh_basis" not in h5["sub-01/input"].attrs and "channel_names" not in h5["sub-01/brain_mask"].attrs
+    text = describe(path)
+    assert "sh_basis=tournier07, sh_order=0" in text and 'channel_names=["dwi0", ' in text
+    (tmp_path / "out").mkdir()
+    for declaration, match in (({"sh_order": 2}, "sh_order 2 means 6 or 9 coefficients .* the volume has 8 features"),
+                               ({"channel_names": ["a", "b"]}, "2 channel_names for a volume of 8 features")):
+        _fails(dwi_subjects, {**DWI_GROUPS, "input": {**DWI_GROUPS["input"], **declaration}},
+               f"subject 'sub-01', group 'input': {match}", tmp_path / "out")
 
 
 def test_describe_lists_sets_groups_and_counts(dwi_hdf5):

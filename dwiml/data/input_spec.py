@@ -81,8 +81,9 @@ def declaration_attrs(group: dict) -> dict:
 
 
 def sh_sizes(order: int) -> tuple[int, ...]:
-    """The numbers of coefficients of an SH order: symmetric basis (even orders), full basis."""
-    return ((order + 1) * (order + 2) // 2, (order + 1) ** 2) if order % 2 == 0 else ((order + 1) ** 2,)
+    """The numbers of coefficients of an SH order: in a symmetric basis (even orders), in a full basis."""
+    symmetric = {(order + 1) * (order + 2) // 2} if order % 2 == 0 else set()
+    return tuple(sorted(symmetric | {(order + 1) ** 2}))
 
 
 @dataclass(frozen=True)
