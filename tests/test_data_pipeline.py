@@ -109,4 +109,5 @@ def test_loader_augmentations(hdf5_path):
     noisy = BatchLoader(subset, "streamlines", **PLAIN, noise_gaussian_size_forward=0.5)[spec]
     shift_mm = (noisy.points - plain.points).double() * torch.from_numpy(subset.voxel_sizes(0, "streamlines"))
     assert 0 < shift_mm.abs().max() <= 1.0 + 1e-5 and torch.equal(noisy.target_points, plain.points)
-    assert torch.equal(noisy.points, BatchLoader(subset, "streamlines", **PLAIN, noise_gaussian_size_forward=0.5)[spec].points)
+    again = BatchLoader(subset, "streamlines", **PLAIN, noise_gaussian_size_forward=0.5)[spec]
+    assert torch.equal(noisy.points, again.points)

@@ -24,8 +24,9 @@ WHOLE_RUN_GROUPS = ("experiment", "hparams_search", "hydra")  # presets of whole
 # Settings of how a run is executed and reported, which do not change its results (the keys that
 # may change on resume, and the places of files): an experiment need not pin them.
 OPERATIONAL = ("device", "num_workers", "resume", "logger", "gv", "dataset.cache_dir", "dataset.lazy",
-               "dataset.cache_bytes", "step.volume_cache_size", "trainer.progress_bar", "trainer.auto_resume", "trainer.max_minutes",
-               "trainer.checkpoint_every_minutes", "trainer.checkpoint_every_batches", "trainer.plot_every_epochs")
+               "dataset.cache_bytes", "step.volume_cache_size", "trainer.progress_bar", "trainer.auto_resume",
+               "trainer.max_minutes", "trainer.checkpoint_every_minutes", "trainer.checkpoint_every_batches",
+               "trainer.plot_every_epochs")
 
 
 def group_presets() -> list[tuple[str, str]]:

@@ -401,7 +401,8 @@ def test_volume_groups_declare_what_they_hold(dwi_subjects, tmp_path):
     path = create_hdf5(dwi_subjects, groups, tmp_path / "declared.hdf5", *DWI_SUBJECTS)
     with h5py.File(path) as h5:
         assert json.loads(h5["sub-01/input"].attrs["channel_names"]) == names
-        assert (h5["sub-02/brain_mask"].attrs["sh_basis"], h5["sub-02/brain_mask"].attrs["sh_order"]) == ("tournier07", 0)
+        mask = h5["sub-02/brain_mask"].attrs
+        assert (mask["sh_basis"], mask["sh_order"]) == ("tournier07", 0)
         assert "sh_basis" not in h5["sub-01/input"].attrs and "channel_names" not in h5["sub-01/brain_mask"].attrs
     text = describe(path)
     assert "sh_basis=tournier07, sh_order=0" in text and 'channel_names=["dwi0", ' in text

@@ -56,14 +56,20 @@ def test_optuna_search_minimizes_the_best_validation_loss(cache_dir, tmp_path): 
         assert 1e-4 <= config["optim"]["lr"] <= 1e-2 and config["model"]["hidden_sizes"] in ([8], [16])
 
 
+def in_force(pinned: dict, composed: dict) -> bool:
+    """Whether every value of ``pinned`` (nested) is the composed one."""
+    return all(in_force(value, composed[key]) if isinstance(value, dict) else composed[key] == value
+               for key, value in pinned.items())
+
+
 def test_experiment_preset_pins_the_run_and_a_tiny_override_trains(cache_dir, tmp_path):  # noqa: F811
     printed = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=phantom_lstm", "--cfg", "job"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
     composed = yaml.safe_load(printed.stdout)
     preset = yaml.safe_load((ROOT / "conf" / "experiment" / "phantom_lstm.yaml").read_text())
-    for group in ("dataset", "sampler", "loader", "model", "optim", "step", "trainer"):
-        assert preset[group].items() <= composed[group].items(), group  # every pinned value is in force
+    for group in ("dataset", "sampler", "loader", "model", "optim", "scheduler", "step", "trainer"):
+        assert in_force(preset[group], composed[group]), group  # every pinned value is in force
     assert composed["seed"] == preset["seed"] and composed["model"]["rnn_type"] == "lstm"
 
     run_training(cache_dir, tmp_path / "run", ["experiment=phantom_lstm", *TINY])

@@ -206,7 +206,8 @@ def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):
            "the input has 1 features, the model was trained on 28": ["--input", str(folder / "wm_mask.nii.gz")],
            "no record of the run's HDF5 file: give --hdf5": ["--subject", name],
            "is not a model folder": ["--input", str(folder / "sh.nii.gz")]}
-    models = {"no record of the run's HDF5 file: give --hdf5": run_dir / "best_model", "is not a model folder": tmp_path}
+    models = {"no record of the run's HDF5 file: give --hdf5": run_dir / "best_model",
+              "is not a model folder": tmp_path}
     for message, args in bad.items():
         target = tmp_path / ("x.txt" if "must end" in message else "y.trk")
         with pytest.raises(SystemExit) as e:

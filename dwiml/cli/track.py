@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.tracking.tracker import TrackingOptions
 
         if (args.subject is None) == (args.input is None) or args.hdf5 is not None and args.subject is None:
-            raise DwimlError("give either --subject NAME (and --hdf5 FILE, unless MODEL is a run folder), or --input FILE")
+            raise DwimlError("give either --subject NAME (and --hdf5 FILE, unless MODEL is a run folder), "
+                             "or --input FILE")
         if args.input is None and (args.sh_basis is not None or args.sh_order is not None):
             raise DwimlError("--sh-basis/--sh-order describe an --input file (an HDF5 group declares its own)")
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             subject = subject_from_hdf5(hdf5, args.subject, args.input_group or spec.input_group, args.seeding_mask,
                                         args.tracking_mask)
         else:
-            subject = subject_from_files(args.input, args.seeding_mask, args.tracking_mask, args.sh_basis, args.sh_order)
+            subject = subject_from_files(args.input, args.seeding_mask, args.tracking_mask, args.sh_basis,
+                                         args.sh_order)
         step_size_mm = spec.trained_resampling.step_size_mm if args.step_size_mm is None else args.step_size_mm
         if step_size_mm is None:
             raise DwimlError(f"the model trained on streamlines with {spec.trained_resampling}, not a step size: "

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--use-latest-epoch", action="store_true",
                         help="the weights of the run folder's latest checkpoint instead of best_model/")
     parser.add_argument("--allow-mismatch", action="store_true",
-                        help="proceed when the input group's declared SH basis/order or channels differ from the model's")
+                        help="proceed when the input group's declared SH basis/order or channels differ from "
+                             "the model's")
     parser.add_argument("--histogram", help="histogram PNG [OUT with .png]")
     parser.add_argument("--batch-size", type=int, default=1000, help="streamlines per model call [%(default)s]")
     parser.add_argument("--device", default="cpu")

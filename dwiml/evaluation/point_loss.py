@@ -7,6 +7,7 @@ point of each streamline when the step adds no EOS target) get NaN.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -52,7 +53,7 @@ def point_losses(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectD
     spec.check_volume(VolumeDescription.from_attrs(subset.attrs[index, spec.input_group]),
                       f"{dataset.hdf5_path}, subject '{subject}', group '{spec.input_group}'", allow_mismatch)
     resampling = spec.loader_resampling(Resampling.from_attrs(subset.attrs[index, group]))
-    loader = BatchLoader(subset, group, **resampling.as_dict(), augment=False)
+    loader = BatchLoader(subset, group, **asdict(resampling), augment=False)
     step = OneInputStep.from_spec(dataset, spec, device=str(next(model.parameters()).device))
     model.eval()
     streamlines, losses = [], []

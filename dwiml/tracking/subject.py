@@ -71,6 +71,8 @@ def load_tracking_model(folder: str | Path, device: str, use_latest_epoch: bool 
     if run is None and use_latest_epoch:
         raise DwimlError(f"{folder} is a model folder: the latest epoch's weights are in a run folder's checkpoint")
     model_folder = folder if run is None else run.checkpoint if use_latest_epoch else run.best_model
+    if run is not None and not use_latest_epoch and not model_folder.is_dir() and run.checkpoint.is_dir():
+        raise DwimlError(f"{folder} has no {model_folder.name}/ yet: --use-latest-epoch tracks its checkpoint")
     model, spec = load_model(model_folder, device)
     if spec is None:
         raise DwimlError(f"{model_folder} has no {SPEC}: the model takes no input volume (e.g. step=streamlines) "

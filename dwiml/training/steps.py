@@ -53,8 +53,9 @@ class OneInputStep:
         voxel_sizes = {tuple(round(float(v), 6) for v in training.voxel_sizes(i, self.input_group))
                        for i in range(len(training))}
         return InputSpec(self.input_group, VolumeDescription.from_attrs(training.attrs[0, self.input_group]),
-                         self.neighborhood, streamline_group, resampling, Resampling.from_attrs(training.attrs[0, streamline_group]),
-                         self.add_eos_target, tuple(sorted(voxel_sizes)), __version__)
+                         self.neighborhood, streamline_group, resampling,
+                         Resampling.from_attrs(training.attrs[0, streamline_group]), self.add_eos_target,
+                         tuple(sorted(voxel_sizes)), __version__)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
         outputs, target_dirs, eos_targets, _ = self.outputs_and_targets(model, batch)

@@ -234,14 +234,15 @@ class Trainer:
 
     def _record_batch(self, ranks: list[BatchRecord]) -> None:
         """Add a batch to the epoch's sums and, on rank 0, one row per rank to the batch metrics."""
-        t, mine = self.totals, ranks[0]
+        t, main = self.totals, ranks[0]  # times: rank 0's; gradient norms: the same on every rank
         t["loss"] += sum(r.loss * r.points for r in ranks)
         t["points"] += sum(r.points for r in ranks)
-        t["data_seconds"], t["compute_seconds"] = t["data_seconds"] + mine.data_seconds, t["compute_seconds"] + mine.compute_seconds
-        if not math.isnan(mine.grad_norm):
-            t["grad_norm"], t["grad_norm_clipped"], t["steps"] = (t["grad_norm"] + mine.grad_norm,
-                                                                  t["grad_norm_clipped"] + mine.grad_norm_clipped,
-                                                                  t["steps"] + 1)
+        t["data_seconds"] += main.data_seconds
+        t["compute_seconds"] += main.compute_seconds
+        if not math.isnan(main.grad_norm):
+            t["grad_norm"] += main.grad_norm
+            t["grad_norm_clipped"] += main.grad_norm_clipped
+            t["steps"] += 1
         if dist.is_main():
             lr = self.optimizer.param_groups[0]["lr"]
             self.batch_metrics.append(
@@ -332,7 +333,8 @@ class Trainer:
         if len(set(weights)) > 1:
             raise DwimlError(f"the model replicas differ between ranks ({weights}): stopped")
         if dist.is_main():
-            save_checkpoint(self.run_dir, self._state(rng, weights),  # with the latest validated weights, a model folder
+            # with a model folder of the latest validated weights beside the state
+            save_checkpoint(self.run_dir, self._state(rng, weights),
                             functools.partial(write_model, self._eval_model(), self.model_config, self.input_spec))
         dist.barrier()
         self._last_checkpoint = (time.monotonic(), self.batch_index)
