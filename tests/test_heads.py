@@ -330,9 +330,9 @@ def test_eos_masks_the_direction_loss_and_adds_weighted_bce(name):
 def test_eos_targets_and_eos_output_must_go_together():
     plain, with_eos = make("cosine"), make("cosine", eos_weight=1.0)
     x = torch.randn(4, IN_SIZE)
-    with pytest.raises(DwimlError, match="eos_weight"):
+    with pytest.raises(DwimlError, match=r"step.add_eos_target=true .*set model.head.eos_weight > 0"):
         plain.loss(plain(x), torch.randn(4, 3), torch.zeros(4, dtype=torch.bool))
-    with pytest.raises(DwimlError, match="needs eos_targets"):
+    with pytest.raises(DwimlError, match=r"model.head.eos_weight > 0 .*step.add_eos_target=true"):
         with_eos.loss(with_eos(x), torch.randn(4, 3))
 
 

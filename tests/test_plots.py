@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from dwiml.errors import DwimlError
-from dwiml.viz.plots import find_runs, plot_metrics, plot_runs
+from dwiml.viz.plots import find_runs, plot_metrics, plot_runs, runs_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds", "note"]
@@ -86,7 +86,7 @@ def test_a_sweep_expands_to_its_jobs_labelled_by_their_overrides(tmp_path):
     assert set(everything.values()) == set(runs.values())
 
     image = png(plot_runs(runs, tmp_path / "all.png", ["loss", "learning_rate", "grad_norm"]))
-    assert image.shape == (3 * 320, 800, 4)
+    assert image.shape[0] == 3 * 320 and image.shape[1] > 800  # widened for the legend beside the panels
     turbo = matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, 13))  # more than ten runs: a colour map
     assert all(pixels_of(image, color[:3]) > 50 for color in turbo)
 
@@ -103,8 +103,24 @@ def test_plot_logs_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {tmp_path / 'ab.png'} (2 runs)" in result.stdout
     image = png(tmp_path / "ab.png")
-    assert image.shape == (2 * 320, 800, 4) and pixels_of(image, "C0") > 100 and pixels_of(image, "C1") > 100
+    assert image.shape[0] == 2 * 320 and pixels_of(image, "C0") > 100 and pixels_of(image, "C1") > 100
 
     bad = cli(str(a), "--metrics", "accuracy", "--out", str(tmp_path / "bad.png"))
     assert bad.returncode == 1 and bad.stderr.startswith("dwiml-plot-logs: error: no metric 'accuracy'")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_legend_of_long_labels_fits_and_epoch_ticks_are_whole(tmp_path):
+    long = "model.head=fisher_von_mises_mixture optim.lr=0.001 sampler.batch_size=1000 loader.step_size_mm=0.5"
+    runs = {long: write_run(tmp_path / "a", nb_epochs=1), "short": write_run(tmp_path / "b", nb_epochs=1)}
+    image = png(plot_runs(runs, tmp_path / "long.png"))
+    background = np.all(image[..., :3] > 0.99, axis=-1)
+    assert background[:, -3:].all() and background[-3:, :].all() and background[:3, :].all()  # nothing cut
+    legend_columns = np.flatnonzero(~background[: image.shape[0] // 4].all(axis=0))
+    assert legend_columns.max() > 800  # the legend lies right of the 8-inch panels, not over them
+
+    figure = runs_figure(runs)
+    for ax in figure.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks == [1.0]  # one epoch: one whole tick, no fractions

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -29,7 +30,8 @@ DEFAULT_METRICS = ("loss", "learning_rate")
 DEFAULT_GV_METRICS = ("gv_final_distance_mm", "gv_valid_pct")  # drawn too when the runs have them
 PHASES = ("train", "valid")  # drawn dashed and solid
 FIGURE_WIDTH, PANEL_HEIGHT = 8.0, 3.2  # inches
-RUNS_LEGEND_LEFT = 0.72  # figure fraction where the legend of several runs starts
+EPOCH_MARGIN = 0.5  # epochs of space left and right of the curves
+LEGEND_GAP = 0.15  # inches between the panels and the legend of several runs
 
 
 def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> Path:
@@ -39,6 +41,11 @@ def plot_metrics(run_dir: str | Path, metrics: Sequence[str] | None = None) -> P
 
 def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] | None = None) -> Path:
     """Overlay the runs (label -> run folder) in one figure, one panel per metric; return ``out``."""
+    return _save(runs_figure(runs, metrics), Path(out))
+
+
+def runs_figure(runs: Mapping[str, Path], metrics: Sequence[str] | None = None) -> Figure:
+    """The figure of :func:`plot_runs`: one panel per metric, integer epochs, legends never clipped."""
     tables = {label: read_metrics(run) for label, run in runs.items()}
     available = set().union(*tables.values())
     metrics = list(metrics or DEFAULT_METRICS + tuple(m for m in DEFAULT_GV_METRICS if m in available))
@@ -50,6 +57,7 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
     fig = Figure(figsize=(FIGURE_WIDTH, height))  # fixed margins: a layout engine doubles the drawing time
     axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
     colors = _colors(len(tables))
+    epochs = np.concatenate([table["epoch"] for table in tables.values()])
     for ax, name in zip(axes, metrics):
         for color, table in zip(colors, tables.values()):
             for column in _columns(name, table):
@@ -57,19 +65,29 @@ def plot_runs(runs: Mapping[str, Path], out: str | Path, metrics: Sequence[str] 
                 ax.plot(table["epoch"][has_value], table[column][has_value], _style(column), color=color,
                         marker=".")
         ax.set(xlabel="epoch", ylabel=name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(epochs.min() - EPOCH_MARGIN, epochs.max() + EPOCH_MARGIN)  # one epoch: no fractional ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     runs_legend = [Line2D([], [], color=c, label=label) for c, label in zip(colors, tables) if label]
     phases_legend = [Line2D([], [], linestyle=_style(p), color="k", label=p) for p in PHASES
                      if any(c.startswith(f"{p}_") for name in metrics for c in _columns(name, available))]
-    right = RUNS_LEGEND_LEFT - 0.02 if runs_legend else 0.97
-    fig.subplots_adjust(left=0.12, right=right, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.3)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.5 / height, top=1 - 0.2 / height, hspace=0.3)
     if runs_legend:
-        fig.legend(handles=runs_legend + phases_legend, loc="upper left", bbox_to_anchor=(RUNS_LEGEND_LEFT, 0.99),
-                   fontsize="small", handlelength=3)
+        _legend_beside(fig, runs_legend + phases_legend)
     elif phases_legend:
         axes[0].legend(handles=phases_legend, loc="upper right", fontsize="small", handlelength=3)
-    return _save(fig, Path(out))
+    return fig
+
+
+def _legend_beside(fig: Figure, handles: list[Line2D]) -> None:
+    """The legend right of the panels, the figure widened by its measured width (never clipped)."""
+    legend = fig.legend(handles=handles, loc="upper left", fontsize="small", handlelength=3)
+    width = legend.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width / fig.dpi
+    panels_right = fig.subplotpars.right * FIGURE_WIDTH
+    total = panels_right + LEGEND_GAP + width + LEGEND_GAP
+    fig.set_figwidth(total)
+    fig.subplots_adjust(left=fig.subplotpars.left * FIGURE_WIDTH / total, right=panels_right / total)
+    legend.set_bbox_to_anchor(((panels_right + LEGEND_GAP) / total, 0.99), transform=fig.transFigure)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:

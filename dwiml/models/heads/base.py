@@ -54,12 +54,12 @@ class DirectionHead(nn.Module, ABC):
         """
         if not self.has_eos:
             if eos_targets is not None:
-                raise DwimlError("eos_targets given, but the head has no end-of-streamline output "
-                                 "(set model.head.eos_weight > 0)")
+                raise DwimlError("step.add_eos_target=true gives end-of-streamline targets, but the head has no "
+                                 "end-of-streamline output (set model.head.eos_weight > 0)")
             return self.direction_loss(outputs, F.normalize(target_dirs, dim=-1))
         if eos_targets is None:
-            raise DwimlError("the head has an end-of-streamline output (model.head.eos_weight > 0): "
-                             "its loss needs eos_targets")
+            raise DwimlError("model.head.eos_weight > 0 gives the head an end-of-streamline output, whose "
+                             "loss needs the targets of step.add_eos_target=true")
         ends = eos_targets.bool()
         safe = torch.where(ends[:, None], torch.ones_like(target_dirs), target_dirs)  # zeros or NaN at ends
         direction = self.direction_loss(outputs[:, :-1], F.normalize(safe, dim=-1))
