@@ -22,6 +22,7 @@ from dwiml.models.interface import merge_streamlines, select_streamlines
 from dwiml.models.io import build_model, load_model, save_model
 from dwiml.models.packing import pack, unpack
 from dwiml.models.transformer import Attention, sinusoidal_positions
+from dwiml.tracking.subject import load_tracking_model
 from dwiml.training.steps import OneInputStep
 
 HEAD = {"_target_": "dwiml.models.heads.CosineRegression", "_partial_": True, "hidden_sizes": [4]}
@@ -301,3 +302,7 @@ def test_autoencoder_trains_with_the_streamlines_step(cache_dir, fixed_length_hd
     losses = [float(r["valid_loss"]) for r in metrics(tmp_path)]
     assert len(losses) == 3 and losses[-1] < losses[0] and np.isfinite(losses).all()
     assert load_model(tmp_path / "best_model").model.encoder[-1].out_features == 32
+    # no input volume, no input specification: it cannot track
+    assert load_model(tmp_path / "best_model").spec is None
+    with pytest.raises(DwimlError, match="best_model has no input_spec.json: the model takes no input volume"):
+        load_tracking_model(tmp_path, "cpu")

@@ -13,6 +13,10 @@ from conftest import run_training
 from dwiml import run_folder
 from dwiml.atomic import atomic_folder
 from dwiml.config.schema import SCHEMAS
+from dwiml.data.input_spec import Resampling, VolumeDescription
+from dwiml.data.neighborhood import Neighborhood
+from dwiml.errors import DwimlError
+from dwiml.models.io import load_model
 from dwiml.run_folder import RunFolder
 
 PACKAGE = Path(dwiml.__file__).parent
@@ -52,6 +56,19 @@ def test_a_trained_run_has_the_layout(cache_dir, tmp_path):
     assert {p.name for p in run.best_model.iterdir()} == {"model.pt", "model_config.json", "input_spec.json"}
     assert {"model.pt", "model_config.json", "input_spec.json"} < {p.name for p in run.checkpoint.iterdir()}
     assert run.hdf5_path() == next(cache_dir.glob("phantom-*")) / "phantom.hdf5"
+    # the input specification, the same beside both weights, read back from JSON as the step made it
+    spec = load_model(run.best_model).spec
+    assert spec == load_model(run.checkpoint).spec
+    assert (spec.input_group, spec.streamline_group, spec.add_eos_target, spec.dwiml_version) == \
+        ("input", "streamlines", False, dwiml.__version__)
+    assert spec.volume == VolumeDescription(28, "descoteaux07", 6) and spec.neighborhood == Neighborhood()
+    assert (spec.resampling, spec.stored_resampling) == (Resampling(step_size_mm=1.0), Resampling())
+    assert spec.voxel_sizes_mm == ((2.0, 2.0, 2.0),) and spec.input_size == 28
+    for text, message in (("{", "not JSON"), ('{"format": "other"}', "not a dwiml input specification"),
+                          ('{"format": "dwiml-input-spec", "input_group": "input"}', "a malformed input specification")):
+        (run.best_model / "input_spec.json").write_text(text)
+        with pytest.raises(DwimlError, match=f"{run.best_model / 'input_spec.json'}: {message}"):
+            load_model(run.best_model)
 
 
 @pytest.mark.parametrize("replace", [True, False])
