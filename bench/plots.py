@@ -14,12 +14,13 @@ from pathlib import Path
 
 from timing import median_seconds  # bench/, the script's folder, is on sys.path
 
+from dwiml.run_folder import RunFolder
 from dwiml.viz.plots import plot_metrics, read_metrics
 
 
 def fake_run(folder: Path, nb_epochs: int) -> Path:
     folder.mkdir()
-    with open(folder / "metrics.csv", "w", newline="") as f:
+    with open(RunFolder(folder).metrics, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", "train_loss", "valid_loss", "learning_rate", "grad_norm", "epoch_seconds"])
         writer.writerows([e, 1 / e, 1.1 / e, 1e-3 * 0.99 ** e, 1.0, 1.0] for e in range(1, nb_epochs + 1))

@@ -37,7 +37,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes_and_plots_them(cache_dir, 
     assert all(len(metrics(run)) == 1 and (run / "best_model" / "model.pt").is_file() for run in runs.values())
     assert yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["launcher"]["n_jobs"] == 2
     image = matplotlib.image.imread(plot_runs(runs, tmp_path / "sweep.png"))
-    assert image.shape == (640, 800, 4)
+    assert image.shape[0] == 640 and image.shape[1] > 800  # widened for the legend of the two runs
 
 
 def test_optuna_search_minimizes_the_best_validation_loss(cache_dir, tmp_path):  # noqa: F811
