@@ -12,7 +12,7 @@ import pytest
 import torch
 from dipy.io.streamline import load_tractogram
 
-from conftest import compose_run, metrics, run_training
+from helpers import compose_run, metrics, run_training
 from dwiml.data.connectivity import NO_REGION, ConnectivityReference
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import read_subject_list

@@ -21,7 +21,7 @@ from dwiml.data import coords
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, open_hdf5
 from dwiml.data.hdf5_tools import describe, extract
 from dwiml.errors import DwimlError
-from tests.conftest import AFFINE, GROUPS, SHAPE, SUBJECTS, random_streamlines
+from helpers import AFFINE, GROUPS, SHAPE, SUBJECTS, random_streamlines
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ("CST_R", "AF_L", "CC")  # written in this order; stored in sorted order

@@ -17,7 +17,7 @@ from scipy import stats
 from scipy.special import log_softmax, logsumexp
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from conftest import compose_run
+from helpers import compose_run, vmf_w_cdf
 from dwiml.errors import DwimlError
 from dwiml.models.heads import (CosinePlusL2Regression, CosineRegression, FisherVonMises, FisherVonMisesMixture,
                                 Gaussian, GaussianMixture, L2Regression, SmoothSphereClassification,
@@ -209,10 +209,6 @@ def test_direction_is_the_mode(name):
 
 
 # ---- sampler statistics ----
-
-def vmf_w_cdf(w: np.ndarray, kappa: float) -> np.ndarray:
-    """CDF of w = mu.x under a von Mises-Fisher distribution on S^2 (density ~ exp(kappa w))."""
-    return np.exp(kappa * (w - 1)) * -np.expm1(-kappa * (w + 1)) / -np.expm1(-2 * kappa)
 
 
 @pytest.mark.parametrize("kappa", [0.5, 5.0, 50.0, 2000.0])

@@ -7,8 +7,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import metrics, run_training
-from test_train import cli
+from helpers import cli, metrics, run_training
 
 from dwiml.training.loggers import TensorBoardLogger
 

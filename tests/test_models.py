@@ -12,7 +12,7 @@ from dipy.io.streamline import load_tractogram, save_tractogram
 from dipy.tracking.streamline import set_number_of_points
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
-from conftest import SUBJECTS, metrics, run_training
+from helpers import SUBJECTS, metrics, run_training
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5, load_groups_config
 from dwiml.data.loader import Batch

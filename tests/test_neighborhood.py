@@ -12,7 +12,7 @@ from dwiml.data.loader import Batch
 from dwiml.data.neighborhood import Neighborhood
 from dwiml.errors import DwimlError
 from dwiml.training.steps import OneInputStep
-from tests.test_train import run_training
+from helpers import run_training
 
 
 @pytest.mark.parametrize("r", [1, 2])

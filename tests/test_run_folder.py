@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import dwiml
-from conftest import run_training
+from helpers import run_training
 from dwiml import run_folder
 from dwiml.atomic import atomic_folder
 from dwiml.config.schema import SCHEMAS

@@ -15,7 +15,7 @@ from dwiml.cli.score import main as score_main
 from dwiml.data.phantom import SHAPE as PHANTOM_SHAPE
 from dwiml.data.phantom import make_phantom
 from dwiml.evaluation.scoring import Packed, load_ground_truth, load_streamlines, score, score_files
-from tests.conftest import AFFINE, SHAPE, random_streamlines
+from helpers import AFFINE, SHAPE, random_streamlines
 
 
 def save_trk(path: Path, lines: list[np.ndarray], reference: Path) -> Path:

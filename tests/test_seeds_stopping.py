@@ -18,7 +18,7 @@ from dwiml.tracking.stopping import (
     stop_reasons,
     within_max_length,
 )
-from tests.conftest import random_streamlines
+from helpers import random_streamlines
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from dipy.tracking.streamline import set_number_of_points
 from dipy.tracking.streamlinespeed import length
 
 from dwiml.data import streamlines as sl
-from tests.conftest import random_streamlines
+from helpers import random_streamlines
 
 
 def packed(lines):

@@ -9,8 +9,7 @@ import sys
 import matplotlib.image
 import yaml
 from hydra import compose, initialize_config_module
-from conftest import metrics, run_training
-from test_train import ROOT, cli
+from helpers import ROOT, cli, metrics, run_training
 
 from dwiml.viz.plots import find_runs, plot_runs
 

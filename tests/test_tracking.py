@@ -12,7 +12,7 @@ import torch
 from dipy.io.streamline import load_tractogram
 from omegaconf import OmegaConf
 
-from conftest import compose_run
+from helpers import compose_run
 from dwiml.cli import track as track_cli
 from dwiml.cli import visualize_loss as loss_cli
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list

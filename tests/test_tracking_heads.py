@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from scipy import stats
 from scipy.special import softmax
 
-from byo_model import MyModel
-from conftest import compose_run
+from tests.byo_model import MyModel
+from helpers import compose_run
 from dwiml.cli import track as track_cli
 from dwiml.data.hdf5 import create_hdf5, load_groups_config
 from dwiml.data.interpolation import trilinear
@@ -27,7 +27,7 @@ from dwiml.models.io import build_model
 from dwiml.tracking.subject import load_tracking_model, subject_from_hdf5
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 from dwiml.training.run import train
-from test_heads import vmf_w_cdf
+from helpers import vmf_w_cdf
 
 # ---- EOS: a model trained on streamlines that all end in a zone marked by the input ----
 

@@ -11,11 +11,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_run, metrics, run_training
+from helpers import ROOT, cli, compose_run, metrics, run_training
 from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
@@ -32,14 +30,6 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
     assert model.rnns[0].input_size == 28 + 3  # SH order 6 + one previous direction
 
 
-def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real ``python train.py`` in ``cwd``."""
-    env = {**os.environ, "DWIML_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0"}
-    args = [sys.executable, str(ROOT / "train.py"), *overrides, "dataset.nb_subjects=3", "trainer.progress_bar=false"]
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):

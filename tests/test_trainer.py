@@ -18,7 +18,7 @@ from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
 from dwiml.training.metrics_log import CsvLog
 from dwiml.training.trainer import BATCH_COLUMNS, RESUMABLE_EXIT, Trainer, TrainingInterrupted
-from test_train import ROOT, metrics, run_training
+from helpers import ROOT, metrics, run_training
 
 TINY = ["dataset.nb_subjects=3", "trainer.progress_bar=false", "model.hidden_sizes=[8]", "sampler.batch_size=10",
         "trainer.max_batches_per_epoch_training=4", "trainer.max_batches_per_epoch_validation=2"]
