@@ -10,15 +10,16 @@ from dwiml import __version__
 
 
 def commands() -> list[tuple[str, str]]:
-    """(name, first docstring line of its module) of each console script of dwiml, sorted by name;
-    the modules are read, not imported (importing torch for a listing would be slow)."""
+    """(name, what it does) of each console script of dwiml, sorted by name: the first line of its
+    module's docstring after the usage (``name ARGS``: what it does). The modules are read, not
+    imported (importing torch for a listing would be slow)."""
     found = []
     for ep in entry_points(group="console_scripts"):
         if ep.module.split(".")[0] != "dwiml":
             continue
         spec = importlib.util.find_spec(ep.module)
         doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) if spec and spec.origin else None
-        found.append((ep.name, doc.splitlines()[0] if doc else ""))
+        found.append((ep.name, doc.splitlines()[0].split("``: ", 1)[-1] if doc else ""))
     return sorted(found)
 
 
