@@ -11,6 +11,7 @@ import pytest
 import torch
 from dipy.io.streamline import load_tractogram
 from omegaconf import OmegaConf
+from scipy.ndimage import map_coordinates
 
 from helpers import compose_run
 from dwiml.cli import track as track_cli
@@ -184,6 +185,29 @@ def test_cli_from_a_run_folder(run_dir, phantom, tmp_path, suffix, capsys):
     if suffix != ".tck":  # TCK has no per-streamline data
         assert sft.data_per_streamline["seeds"].shape == (len(sft), 3)
     np.testing.assert_allclose(sft.affine, nib.load(reference).affine)
+
+
+def test_cli_mask_interpolation(run_dir, phantom, tmp_path):
+    """--mask-interp trilinear: every point but the seed and the last one has a trilinearly interpolated mask value
+    >= 0.5 (scipy's map_coordinates); nearest (the default) reads the voxel of the point."""
+    hdf5, name, folder = phantom
+    mask = nib.load(folder / "wm_mask.nii.gz").get_fdata()
+    values = {}
+    for mode in ("nearest", "trilinear"):
+        out = tmp_path / f"{mode}.trk"
+        track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+                        str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "100",
+                        "--min-length-mm", "0", "--mask-interp", mode, "--keep-last-point", "--forward-only"])
+        sft = load_tractogram(str(out), "same")
+        sft.to_vox()
+        sft.to_center()
+        inner = np.concatenate([s[1:-1] for s in sft.streamlines if len(s) > 2])
+        values[mode] = (map_coordinates(mask, inner.T, order=1, mode="grid-constant"),
+                        mask[tuple(np.floor(inner + 0.5).astype(int).T)])
+    trilinear_values, _ = values["trilinear"]
+    assert trilinear_values.min() >= 0.5 - 1e-5
+    nearest_trilinear, nearest_voxel = values["nearest"]
+    assert nearest_voxel.min() == 1 and nearest_trilinear.min() < 0.5  # nearest goes where trilinear stops
 
 
 def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):

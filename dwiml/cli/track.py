@@ -6,6 +6,16 @@ import argparse
 from dwiml.cli.common import run_command
 
 
+def eos_rule(text: str) -> float | str:
+    """``--eos-threshold``: ``max`` or a number (checked by the tracking options)."""
+    if text == "max":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a probability or 'max', got '{text}'") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Track one subject with a trained model. The subject comes from a dwiml HDF5 (--hdf5, "
@@ -40,8 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--max-angle-deg", type=float, default=30.0, help="maximum angle per step [%(default)s]")
     rules.add_argument("--min-length-mm", type=float, default=10.0, help="[%(default)s]")
     rules.add_argument("--max-length-mm", type=float, default=200.0, help="[%(default)s]")
-    rules.add_argument("--eos-threshold", type=float,
-                       help="stop where the model's end-of-streamline probability exceeds this [never]")
+    rules.add_argument("--eos-threshold", type=eos_rule, metavar="P|max",
+                       help="stop where the model's end-of-streamline probability exceeds P, or with 'max' where "
+                            "ending is more probable than going on along the most probable direction class "
+                            "(classification heads) [never]")
+    rules.add_argument("--mask-interp", choices=("nearest", "trilinear"), default="nearest",
+                       help="how the tracking mask is read at a point (inside where >= 0.5) [%(default)s]")
     rules.add_argument("--forward-only", action="store_true", help="track one direction from each seed")
     rules.add_argument("--keep-last-point", action="store_true",
                        help="end each streamline leaving the mask with its first point outside it (as dipy does "
@@ -50,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--batch-size", type=int, default=10_000, help="streamlines advancing together [%(default)s]")
     rules.add_argument("--compress-mm", type=float, help="compress the streamlines with this tolerance (mm)")
     rules.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... [%(default)s]")
+    rules.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (seeds done, streamlines kept; never shown when stderr is no terminal)")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -81,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
             algo=args.algo, step_size_mm=step_size_mm,
             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm, max_length_mm=args.max_length_mm,
             eos_threshold=args.eos_threshold, bidirectional=not args.forward_only,
-            keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed)
+            keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed,
+            mask_interpolation=args.mask_interp)
         tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
-                                args.allow_mismatch)
+                                args.allow_mismatch, progress=not args.no_progress)
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")
 

@@ -162,16 +162,16 @@ def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) ->
 
 def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions,
                   seeds_per_voxel: int | None = None, nb_seeds: int | None = None, compress_mm: float | None = None,
-                  allow_mismatch: bool = False) -> Tracked:
+                  allow_mismatch: bool = False, progress: bool = False) -> Tracked:
     """Seeds in the subject's seeding mask (``options.rng_seed``), then tracking with the inputs of the
-    model's training (its neighbourhood), after :func:`check_subject`."""
+    model's training (its neighbourhood), after :func:`check_subject`; ``progress``: a progress bar."""
     check_subject(spec, subject, options.step_size_mm, allow_mismatch)
     device = next(model.parameters()).device
     volume = torch.from_numpy(subject.input).to(device)
     seeds = seeds_in_mask(torch.from_numpy(subject.seeding_mask), seeds_per_voxel, nb_seeds, options.rng_seed)
     inputs = volume_inputs(volume, spec.neighborhood.offsets_vox(subject.voxel_sizes).float())
     mask = torch.ones(volume.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
-    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options).track(seeds)
+    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options).track(seeds, progress)
     if compress_mm is None:
         return tracked
     return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds)

@@ -9,7 +9,8 @@ leave the batch (their rows of the state are dropped with ``select_streamlines``
 
 A streamline stops, at a step, when
 
-- the model's end-of-streamline probability exceeds ``eos_threshold`` (the new point is not added);
+- the model's end-of-streamline output ends it (``eos_threshold``: a probability, or ``"max"``; see
+  :mod:`dwiml.tracking.eos`); the new point is not added;
 - the angle between its previous and new segments exceeds ``max_angle_deg``, or the new point
   would make it longer than ``max_length_mm`` (the new point is not added);
 - the new point leaves the tracking mask: this point, outside the mask, is added when
@@ -42,12 +43,14 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from dwiml.data import neighborhood
 from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, merge_streamlines, select_streamlines
+from dwiml.tracking.eos import check_eos_rule, check_head, eos_stops
 from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
 
 Inputs = Callable[[Tensor], Tensor]
@@ -62,7 +65,7 @@ class TrackingOptions:
     max_angle_deg: float = 30.0
     min_length_mm: float = 10.0
     max_length_mm: float = 200.0
-    eos_threshold: float | None = None
+    eos_threshold: float | str | None = None  # a probability, or "max" (see dwiml.tracking.eos)
     bidirectional: bool = True
     keep_last_point: bool = False
     batch_size: int = 10_000
@@ -77,8 +80,9 @@ class TrackingOptions:
         if not 0 <= self.min_length_mm <= self.max_length_mm:
             raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
                              f"{self.max_length_mm}")
-        if self.eos_threshold is not None and not 0 < self.eos_threshold < 1:
-            raise DwimlError(f"eos_threshold is a probability in (0, 1), got {self.eos_threshold}")
+        check_eos_rule(self.eos_threshold)
+        if self.mask_interpolation not in ("nearest", "trilinear"):
+            raise DwimlError(f"mask_interpolation must be 'nearest' or 'trilinear', got '{self.mask_interpolation}'")
 
     @property
     def max_nb_points(self) -> int:
@@ -118,20 +122,33 @@ class Tracker:
         self.generator = torch.Generator(self.device).manual_seed(options.rng_seed)
         if options.algo == "prob" and not hasattr(model.head, "sample"):
             raise DwimlError(f"probabilistic tracking: the head {type(model.head).__name__} cannot sample directions")
-        if options.eos_threshold is not None and not getattr(model.head, "has_eos", False):
-            raise DwimlError("eos_threshold given, but the model's head has no end-of-streamline output")
+        check_head(model.head, options.eos_threshold)
 
     @torch.no_grad()
-    def track(self, seeds: Tensor) -> Tracked:
-        """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only."""
+    def track(self, seeds: Tensor, progress: bool = False) -> Tracked:
+        """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only.
+
+        ``progress``: a progress bar on the terminal (seeds done, streamlines kept; none when
+        the standard error is not a terminal).
+        """
         seeds = seeds.detach().cpu().float()
-        points, lengths = _concat([self._track_chunk(chunk.to(self.device))
-                                   for chunk in torch.split(seeds, self.options.batch_size)])
-        # Every segment is one step: lengths from float32 points would put those of exactly
-        # max_length_mm a rounding error above it.
-        keep = in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
+        parts, kept, nb_kept = [], [], 0
+        with tqdm(total=len(seeds), desc="tracking", unit="seed", disable=None if progress else True) as bar:
+            for chunk in torch.split(seeds, self.options.batch_size):
+                points, lengths = self._track_chunk(chunk.to(self.device))
+                keep = self._valid_length(lengths)
+                parts.append(select(points, lengths, keep))
+                kept.append(chunk[keep])
+                nb_kept += len(kept[-1])
+                bar.update(len(chunk))
+                bar.set_postfix(kept=nb_kept)
+        return Tracked(*_concat(parts), torch.cat(kept) if kept else seeds)
+
+    def _valid_length(self, lengths: Tensor) -> Tensor:
+        """Every segment is one step: lengths from float32 points would put those of exactly
+        max_length_mm a rounding error above it."""
+        return in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
                                self.options.max_length_mm)
-        return Tracked(*select(points, lengths, keep), seeds[keep])
 
     @torch.no_grad()
     def continue_streamlines(self, prefixes: Tensor) -> Tracked:
@@ -227,10 +244,7 @@ class Tracker:
         return head.sample(outputs, self.generator) if self.options.algo == "prob" else head.direction(outputs)
 
     def _eos(self, outputs: Tensor) -> Tensor:
-        threshold = self.options.eos_threshold
-        if threshold is None:
-            return torch.zeros(len(outputs), dtype=torch.bool, device=outputs.device)
-        return self.model.head.eos_probability(outputs) > threshold
+        return eos_stops(self.model.head, outputs, self.options.eos_threshold)
 
 
 def _concat(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
+from dwiml.config.keys import check_keys
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
+    check_keys(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
