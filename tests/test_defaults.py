@@ -105,6 +105,7 @@ def test_experiment_presets_pin_every_setting(experiment):
     assert sorted(wanted - leaves(text)) == []
 
 
+@pytest.mark.slow
 def test_importing_dwiml_registers_nothing_in_hydra():
     code = ("import dwiml.models, dwiml.models.io, dwiml.training.run, dwiml.tracking.subject, dwiml.config\n"
             "from hydra.core.config_store import ConfigStore\n"

@@ -432,6 +432,7 @@ def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
+@pytest.mark.slow
 def test_cli_create_with_processes_then_info_and_extract(dwi_subjects, dwi_hdf5, tmp_path):
     (tmp_path / "groups.yaml").write_text(yaml.safe_dump(DWI_GROUPS, sort_keys=False))
     for subset, names in zip(("train", "valid"), DWI_SUBJECTS):

@@ -256,6 +256,7 @@ HEAD_PRESETS = ["cosine", "l2", "cosine_l2", "sphere_classification", "smooth_sp
                 "gaussian_mixture", "fisher_von_mises", "fisher_von_mises_mixture"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", HEAD_PRESETS)
 @pytest.mark.parametrize("model", TINY)
 def test_every_model_and_head_trains_and_reloads(cache_dir, tmp_path, model, head):

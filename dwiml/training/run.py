@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
+from dwiml.config.keys import check_keys
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
@@ -34,12 +35,13 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
+    check_keys(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
     trainer = build_trainer(cfg, run_dir)
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
-    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
+    log.info("best %s %.6g at epoch %d; model in %s", trainer.early_stopping.monitor, best, trainer.best_epoch,
              RunFolder(run_dir).best_model)
     return best
 

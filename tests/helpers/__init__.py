@@ -87,7 +87,8 @@ def metrics(run_dir: Path) -> list[dict]:
 def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real ``python train.py`` in ``cwd``."""
     env = {**os.environ, "DWIML_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0"}
-    args = [sys.executable, str(ROOT / "train.py"), *overrides, "dataset.nb_subjects=3", "trainer.progress_bar=false"]
+    phantom = [] if "dataset=hdf5" in overrides else ["dataset.nb_subjects=3"]
+    args = [sys.executable, str(ROOT / "train.py"), *overrides, *phantom, "trainer.progress_bar=false"]
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
