@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from dipy.io.streamline import load_tractogram
+from dipy.tracking.stopping_criterion import ActStoppingCriterion, CmcStoppingCriterion
 from omegaconf import OmegaConf
 from scipy.ndimage import map_coordinates
 
@@ -208,6 +209,40 @@ def test_cli_mask_interpolation(run_dir, phantom, tmp_path):
     assert trilinear_values.min() >= 0.5 - 1e-5
     nearest_trilinear, nearest_voxel = values["nearest"]
     assert nearest_voxel.min() == 1 and nearest_trilinear.min() < 0.5  # nearest goes where trilinear stops
+
+
+@pytest.mark.parametrize("rule", ["act", "cmc"])
+def test_cli_anatomically_constrained_tracking_from_the_interface(run_dir, phantom, tmp_path, rule):
+    """--act with include = outside the WM, exclude = a slab of the WM, seeds at the WM/GM interface:
+    by dipy's ActStoppingCriterion on the same maps, both ends of every kept streamline are ENDPOINTs
+    and every other point (but the seed) a TRACKPOINT; streamlines crossing the slab are rejected.
+    --cmc: both ends in the include map (dipy's CmcStoppingCriterion.get_include > 0)."""
+    hdf5, name, folder = phantom
+    wm_image = nib.load(folder / "wm_mask.nii.gz")
+    wm = wm_image.get_fdata()
+    exclude = np.zeros_like(wm)
+    exclude[:, :, wm.shape[2] // 2] = wm[:, :, wm.shape[2] // 2]
+    for data, file in ((1 - wm, "include.nii.gz"), (exclude, "exclude.nii.gz")):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), wm_image.affine), tmp_path / file)
+    out = tmp_path / "act.trk"
+    track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seed-interface", "wm_mask",
+                    str(tmp_path / "include.nii.gz"), f"--{rule}", str(tmp_path / "include.nii.gz"),
+                    str(tmp_path / "exclude.nii.gz"), "--nb-seeds", "300", "--min-length-mm", "0",
+                    "--max-angle-deg", "180"])  # lets this barely trained model go on past its seed
+    sft = load_tractogram(str(out), "same")
+    sft.to_vox()
+    sft.to_center()
+    assert 10 < len(sft) < 300
+    if rule == "cmc":
+        cmc = CmcStoppingCriterion(1 - wm, exclude, 1.0, 2.0)
+        assert all(cmc.get_include(line[i].astype(np.float64)) > 0 for line in sft.streamlines for i in (0, -1))
+        return
+    dipy = ActStoppingCriterion(1 - wm, exclude)
+    for line, seed in zip(sft.streamlines, sft.data_per_streamline["seeds"]):
+        statuses = np.array([int(dipy.check_point(p)) for p in line.astype(np.float64)])
+        assert statuses[0] == statuses[-1] == 2
+        others = np.linalg.norm(line[1:-1] - seed, axis=1) > 1e-4
+        assert np.all(statuses[1:-1][others] == 1)
 
 
 def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):

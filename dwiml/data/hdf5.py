@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 FORMAT = "dwiml"
 FORMAT_VERSION = 1
 SUBSETS = ("training", "validation", "testing")
+EMPTY_SET_CONSEQUENCES = {"training": "this file cannot train a model",
+                          "validation": "training on it monitors train_loss (no validation loss, no "
+                                        "generation validation)"}
 STANDARDIZATIONS = ("none", "all", "independent", "per_file")
 COMPRESSIONS = ("gzip", "lzf")
 CHUNK_VOXELS = 16
@@ -129,7 +132,8 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
     ``if __name__ == "__main__"`` guard) and written by this one, as h5py writes from one process.
     The file is written under a temporary name and renamed only when complete.
     With ``enforce_files_presence=False``, a subject missing a file of a group is skipped with a
-    warning and left out of its subject list (listed in the ``creation`` attribute). Compression:
+    warning and left out of its subject list (listed in the ``creation`` attribute). An empty training or
+    validation set is reported with a warning. Compression:
     ``"gzip"``, ``"lzf"`` or None. ``save_intermediate``: a folder receiving each subject's groups
     as ``<subject>/<group>.nii.gz`` / ``.trk``.
     """
@@ -160,8 +164,12 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
                             groups_config=json.dumps(groups_config),
                             creation=json.dumps({"compression": compression, "skipped_subjects": skipped,
                                                  "enforce_files_presence": enforce_files_presence}))
-            for subset, subjects in subsets.items():
-                h5.attrs[f"{subset}_subjects"] = json.dumps([s for s in subjects if s not in skipped])
+            stored = {subset: [s for s in subjects if s not in skipped] for subset, subjects in subsets.items()}
+            for subset, subjects in stored.items():
+                h5.attrs[f"{subset}_subjects"] = json.dumps(subjects)
+    for subset, consequence in EMPTY_SET_CONSEQUENCES.items():
+        if not stored[subset]:
+            log.warning("%s: no %s subjects%s: %s", out_path, subset, " left" if subsets[subset] else "", consequence)
     return out_path
 
 
