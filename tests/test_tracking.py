@@ -9,13 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from dipy.io.streamline import load_tractogram
+from dipy.io.stateful_tractogram import Space, StatefulTractogram
+from dipy.io.streamline import load_tractogram, save_tractogram
 from dipy.tracking.stopping_criterion import ActStoppingCriterion, CmcStoppingCriterion
 from omegaconf import OmegaConf
 from scipy.ndimage import map_coordinates
 
 from helpers import compose_run
 from dwiml.cli import track as track_cli
+from dwiml.cli import track_merge as merge_cli
 from dwiml.cli import visualize_loss as loss_cli
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
 from dwiml.data.interpolation import trilinear
@@ -243,6 +245,46 @@ def test_cli_anatomically_constrained_tracking_from_the_interface(run_dir, phant
         assert statuses[0] == statuses[-1] == 2
         others = np.linalg.norm(line[1:-1] - seed, axis=1) > 1e-4
         assert np.all(statuses[1:-1][others] == 1)
+
+
+def test_merged_seed_shards_equal_the_single_job(run_dir, phantom, tmp_path, capsys):
+    """Probabilistic, both directions, 5 chunks of 20 seeds over 3 shards (with 1 or 2 chunks each):
+    the merge (shards given in any order) equals the unsharded output, streamline for streamline."""
+    hdf5, name, folder = phantom
+
+    def track(out, *options):
+        track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+                        str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "90",
+                        "--min-length-mm", "3", "--algo", "prob", "--batch-size", "20", *options])
+        return load_tractogram(str(out), "same")
+
+    single = track(tmp_path / "single.trk")
+    shards = [tmp_path / f"shard{i}.trk" for i in (1, 2, 3)]
+    parts = [track(path, "--seed-shard", f"{i}/3") for i, path in enumerate(shards, start=1)]
+    ids = [set(p.data_per_streamline["seed_ids"][:, 0].astype(int)) for p in parts]
+    assert all(ids) and not ids[0] & ids[1] and not ids[1] & ids[2] and max(ids[0]) < 20 <= min(ids[1])
+    merge_cli.main([str(tmp_path / "merged.trk"), *map(str, reversed(shards))])
+    assert capsys.readouterr().out.strip().endswith(f"{len(single)} streamlines -> {tmp_path / 'merged.trk'}")
+    merged = load_tractogram(str(tmp_path / "merged.trk"), "same")
+    assert 20 < len(merged) == len(single) < 90
+    for a, b in zip(merged.streamlines, single.streamlines):
+        np.testing.assert_array_equal(a, b)
+    for key in ("seeds", "seed_ids"):
+        np.testing.assert_array_equal(merged.data_per_streamline[key], single.data_per_streamline[key])
+    other = track(tmp_path / "other.trk", "--rng-seed", "7")  # the draws do depend on the seed
+    assert len(other) != len(single) or any(len(a) != len(b) or not np.allclose(a, b)
+                                            for a, b in zip(other.streamlines, single.streamlines))
+    bad = {"share seeds": [shards[0], shards[0]], "a .tck keeps no seed ids": [tmp_path / "x.tck"],
+           "not written by dwiml-track": [tmp_path / "plain.trk"], "expected I/N": None, "need 1 <= I <= N": None}
+    save_tractogram(StatefulTractogram(single.streamlines, single, Space.RASMM), str(tmp_path / "plain.trk"))
+    for message, paths in bad.items():
+        with pytest.raises(SystemExit) as e:
+            if paths is None:
+                track(tmp_path / "y.trk", "--seed-shard", "2" if message == "expected I/N" else "4/3")
+            else:
+                merge_cli.main([str(tmp_path / "y.trk"), *map(str, paths)])
+        assert e.value.code.startswith("dwiml-") and message in e.value.code
+        assert not (tmp_path / "y.trk").exists()
 
 
 def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):

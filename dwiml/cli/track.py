@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
                             "not) [dropped]")
     rules.add_argument("--rng-seed", type=int, default=1234, help="seeds and probabilistic directions [%(default)s]")
     rules.add_argument("--batch-size", type=int, default=10_000, help="streamlines advancing together [%(default)s]")
+    rules.add_argument("--seed-shard", default="1/1", metavar="I/N",
+                       help="track only shard I of N of the seeds (whole chunks of --batch-size seeds), for N jobs "
+                            "whose outputs dwiml-track-merge joins into the single job's output [%(default)s]")
     rules.add_argument("--compress-mm", type=float, help="compress the streamlines with this tolerance (mm)")
     rules.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... [%(default)s]")
     rules.add_argument("--no-progress", action="store_true",
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.errors import DwimlError
         from dwiml.tracking.subject import (load_tracking_model, save_tracked, subject_from_files, subject_from_hdf5,
                                             track_subject)
+        from dwiml.tracking.shards import Shard
         from dwiml.tracking.tracker import TrackingOptions
 
         if (args.subject is None) == (args.input is None) or args.hdf5 is not None and args.subject is None:
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed,
             mask_interpolation=args.mask_interp)
         tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
-                                args.allow_mismatch, progress=not args.no_progress, tissue_rule=tissue_rule)
+                                args.allow_mismatch, progress=not args.no_progress, tissue_rule=tissue_rule,
+                                shard=Shard.parse(args.seed_shard))
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")
 

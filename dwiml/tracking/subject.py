@@ -28,6 +28,7 @@ from dwiml.models.io import SPEC, is_model_folder, load_model
 from dwiml.run_folder import RunFolder
 from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
+from dwiml.tracking.shards import SEED_IDS, Shard
 from dwiml.tracking.tissues import TissueMaps, interface_mask
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
@@ -143,11 +144,15 @@ def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_
 
 
 def save_tracked(tracked: Tracked, subject: Subject, out_path: str | Path) -> Path:
-    """Save streamlines (voxel space) with ``seeds`` per streamline; the format follows the extension."""
+    """Save streamlines (voxel space) with ``seeds`` and ``seed_ids`` per streamline; the format follows
+    the extension."""
     if Path(out_path).suffix not in (".trk", ".tck", ".trx"):
         raise DwimlError(f"{out_path}: the output must end in .trk, .tck or .trx")
+    per_streamline = {"seeds": tracked.seeds.numpy().astype(np.float32)}
+    if tracked.seed_ids is not None:
+        per_streamline[SEED_IDS] = tracked.seed_ids.numpy()[:, None]
     sft = StatefulTractogram([s.numpy() for s in tracked.as_list()], subject.reference, SPACE, origin=ORIGIN,
-                             data_per_streamline={"seeds": tracked.seeds.numpy().astype(np.float32)})
+                             data_per_streamline=per_streamline)
     return save_tractogram_atomic(sft, out_path)
 
 
@@ -171,11 +176,12 @@ def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) ->
 
 def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions,
                   seeds_per_voxel: int | None = None, nb_seeds: int | None = None, compress_mm: float | None = None,
-                  allow_mismatch: bool = False, progress: bool = False, tissue_rule: str | None = None) -> Tracked:
+                  allow_mismatch: bool = False, progress: bool = False, tissue_rule: str | None = None,
+                  shard: Shard = Shard()) -> Tracked:
     """Seeds in the subject's seeding mask, or at its WM/GM interface (``options.rng_seed``), then
     tracking with the inputs of the model's training (its neighbourhood), after :func:`check_subject`;
     ``tissue_rule`` (``act`` or ``cmc``): stopping from the subject's include and exclude maps;
-    ``progress``: a progress bar."""
+    ``shard``: its share of the seeds only (:mod:`dwiml.tracking.shards`); ``progress``: a progress bar."""
     check_subject(spec, subject, options.step_size_mm, allow_mismatch)
     device = next(model.parameters()).device
     volume = torch.from_numpy(subject.input).to(device)
@@ -187,7 +193,8 @@ def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: 
     tissues = None if tissue_rule is None else TissueMaps(
         torch.from_numpy(subject.maps["include"]), torch.from_numpy(subject.maps["exclude"]), tissue_rule,
         options.step_size_mm / float(subject.voxel_sizes.mean()))
-    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options, tissues).track(seeds, progress)
+    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options, tissues).track(seeds, progress, shard)
     if compress_mm is None:
         return tracked
-    return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds)
+    return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds,
+                   tracked.seed_ids)

@@ -54,6 +54,7 @@ from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, merge_streamlines, select_streamlines
 from dwiml.tracking.eos import check_eos_rule, check_head, eos_stops
+from dwiml.tracking.shards import Shard, chunk_rng_seed
 from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
 from dwiml.tracking.tissues import TissueMaps, tissue_stops
 
@@ -95,11 +96,13 @@ class TrackingOptions:
 
 @dataclass
 class Tracked:
-    """Packed streamlines (dwiml voxel space) with the seed of each streamline."""
+    """Packed streamlines (dwiml voxel space) with the seed of each streamline and, from
+    :meth:`Tracker.track`, its index among the seeds."""
 
     points: Tensor
     lengths: Tensor
     seeds: Tensor
+    seed_ids: Tensor | None = None
 
     def as_list(self) -> list:
         """One ``(n, 3)`` CPU tensor per streamline."""
@@ -130,24 +133,31 @@ class Tracker:
         check_head(model.head, options.eos_threshold)
 
     @torch.no_grad()
-    def track(self, seeds: Tensor, progress: bool = False) -> Tracked:
+    def track(self, seeds: Tensor, progress: bool = False, shard: Shard = Shard()) -> Tracked:
         """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only.
 
-        ``progress``: a progress bar on the terminal (seeds done, streamlines kept; none when
-        the standard error is not a terminal).
+        Chunk ``k`` of ``batch_size`` seeds draws from its own generator (see
+        :mod:`dwiml.tracking.shards`); ``shard`` tracks only its share of the chunks. ``progress``:
+        a progress bar on the terminal (seeds done, streamlines kept; none when the standard error
+        is not a terminal).
         """
         seeds = seeds.detach().cpu().float()
+        size = self.options.batch_size
+        span = shard.seed_range(len(seeds), size)
+        ids = torch.arange(span.start, span.stop)
         parts, kept, nb_kept = [], [], 0
-        with tqdm(total=len(seeds), desc="tracking", unit="seed", disable=None if progress else True) as bar:
-            for chunk in torch.split(seeds, self.options.batch_size):
-                points, lengths, accepted = self._track_chunk(chunk.to(self.device))
+        with tqdm(total=len(ids), desc="tracking", unit="seed", disable=None if progress else True) as bar:
+            for chunk_ids in torch.split(ids, size):
+                self.generator.manual_seed(chunk_rng_seed(self.options.rng_seed, int(chunk_ids[0]) // size))
+                points, lengths, accepted = self._track_chunk(seeds[chunk_ids].to(self.device))
                 keep = accepted & self._valid_length(lengths)
                 parts.append(select(points, lengths, keep))
-                kept.append(chunk[keep])
+                kept.append(chunk_ids[keep])
                 nb_kept += len(kept[-1])
-                bar.update(len(chunk))
+                bar.update(len(chunk_ids))
                 bar.set_postfix(kept=nb_kept)
-        return Tracked(*_concat(parts), torch.cat(kept) if kept else seeds)
+        kept_ids = torch.cat(kept) if kept else ids
+        return Tracked(*_concat(parts), seeds[kept_ids], kept_ids)
 
     def _valid_length(self, lengths: Tensor) -> Tensor:
         """Every segment is one step: lengths from float32 points would put those of exactly
