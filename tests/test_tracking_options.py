@@ -14,6 +14,7 @@ from scipy.special import expit, softmax
 from helpers import compose_run
 from dwiml.errors import DwimlError
 from dwiml.models.io import build_model
+from dwiml.tracking.shards import Shard
 from dwiml.tracking.tracker import Tracker, TrackingOptions, volume_inputs
 
 SHAPE = (20, 12, 20)
@@ -91,3 +92,25 @@ def test_the_progress_bar_counts_seeds_and_kept_streamlines(tmp_path, monkeypatc
     final = terminal.getvalue().split("\r")[-1]
     assert "tracking" in final and "50/50" in final and f"kept={len(shown.lengths)}" in final
     assert 0 < len(shown.lengths) < len(seeds)  # those leaving the volume early are too short
+
+
+@pytest.mark.parametrize("nb_seeds, batch_size, count", [(100, 20, 3), (101, 20, 3), (7, 10, 2), (50, 3, 50)])
+def test_seed_shards_are_disjoint_whole_chunks_covering_every_seed(nb_seeds, batch_size, count):
+    ranges = [Shard(i, count).seed_range(nb_seeds, batch_size) for i in range(1, count + 1)]
+    assert [i for r in ranges for i in r] == list(range(nb_seeds))
+    assert all(r.start % batch_size == 0 for r in ranges if len(r))
+    sizes = [-(-len(r) // batch_size) for r in ranges]
+    assert max(sizes) - min(sizes) <= 1  # chunks spread evenly
+    assert Shard.parse(" 2 / 8") == Shard(2, 8)
+
+
+def test_probabilistic_chunks_do_not_depend_on_the_shard(tmp_path):
+    """A chunk tracked within its shard alone gives the streamlines it gives in the whole run."""
+    model = constant_model(tmp_path, "sphere_classification", 2 * get_sphere(name="repulsion100").vertices @ DIRECTION,
+                           -20.0)
+    whole = tracker(model, algo="prob", batch_size=15).track(SEEDS)
+    parts = [tracker(model, algo="prob", batch_size=15).track(SEEDS, shard=Shard(i, 2)) for i in (1, 2)]
+    assert torch.equal(torch.cat([p.points for p in parts]), whole.points)
+    assert torch.equal(torch.cat([p.seed_ids for p in parts]), whole.seed_ids) and len(whole.seed_ids) == len(SEEDS)
+    first_steps = [p.points[:NB_STEPS + 1].diff(dim=0) for p in parts]  # the chunks draw different directions
+    assert not torch.allclose(*first_steps)

@@ -37,9 +37,20 @@ def main(argv: list[str] | None = None) -> None:
                                            "descoteaux07, tournier07_legacy or tournier07), checked against the "
                                            "model's [not declared]")
     source.add_argument("--sh-order", type=int, help="with --input: the SH order of its coefficients [not declared]")
-    source.add_argument("--seeding-mask", required=True, help="NIfTI file, or a volume group of the HDF5 subject")
+    seeding = source.add_mutually_exclusive_group(required=True)
+    seeding.add_argument("--seeding-mask", help="NIfTI file, or a volume group of the HDF5 subject")
+    seeding.add_argument("--seed-interface", nargs=2, metavar=("WM", "GM"),
+                         help="seed at the white/grey matter interface: WM voxels (partial volume >= 0.5) next to a "
+                              "GM voxel (>= 0.5); NIfTI files or HDF5 volume groups")
     source.add_argument("--tracking-mask", help="NIfTI file or HDF5 volume group; streamlines stop when leaving it "
                                                 "[none: they stop when leaving the volume]")
+    tissues = source.add_mutually_exclusive_group()
+    tissues.add_argument("--act", nargs=2, metavar=("INCLUDE", "EXCLUDE"),
+                         help="anatomically constrained stopping (dipy's ActStoppingCriterion) from partial volume "
+                              "maps: a streamline ends where INCLUDE > 0.5 (e.g. GM: kept) or EXCLUDE > 0.5 (e.g. CSF: "
+                              "rejected); only streamlines whose every end is in INCLUDE are kept")
+    tissues.add_argument("--cmc", nargs=2, metavar=("INCLUDE", "EXCLUDE"),
+                         help="as --act, with the continuous map criterion (dipy's CmcStoppingCriterion)")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds-per-voxel", type=int, help="seeds in each voxel of the seeding mask [1]")
     seeds.add_argument("--nb-seeds", type=int, help="seeds in total, uniform over the seeding mask")
@@ -62,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
                             "not) [dropped]")
     rules.add_argument("--rng-seed", type=int, default=1234, help="seeds and probabilistic directions [%(default)s]")
     rules.add_argument("--batch-size", type=int, default=10_000, help="streamlines advancing together [%(default)s]")
+    rules.add_argument("--seed-shard", default="1/1", metavar="I/N",
+                       help="track only shard I of N of the seeds (whole chunks of --batch-size seeds), for N jobs "
+                            "whose outputs dwiml-track-merge joins into the single job's output [%(default)s]")
     rules.add_argument("--compress-mm", type=float, help="compress the streamlines with this tolerance (mm)")
     rules.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... [%(default)s]")
     rules.add_argument("--no-progress", action="store_true",
@@ -72,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.errors import DwimlError
         from dwiml.tracking.subject import (load_tracking_model, save_tracked, subject_from_files, subject_from_hdf5,
                                             track_subject)
+        from dwiml.tracking.shards import Shard
         from dwiml.tracking.tracker import TrackingOptions
 
         if (args.subject is None) == (args.input is None) or args.hdf5 is not None and args.subject is None:
@@ -80,15 +95,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.input is None and (args.sh_basis is not None or args.sh_order is not None):
             raise DwimlError("--sh-basis/--sh-order describe an --input file (an HDF5 group declares its own)")
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
+        tissue_rule = "act" if args.act else "cmc" if args.cmc else None
+        maps = {**dict(zip(("include", "exclude"), args.act or args.cmc or ())),
+                **dict(zip(("wm", "gm"), args.seed_interface or ()))}
         if args.subject is not None:
             hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
             if hdf5 is None:
                 raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
             subject = subject_from_hdf5(hdf5, args.subject, args.input_group or spec.input_group, args.seeding_mask,
-                                        args.tracking_mask)
+                                        args.tracking_mask, maps)
         else:
             subject = subject_from_files(args.input, args.seeding_mask, args.tracking_mask, args.sh_basis,
-                                         args.sh_order)
+                                         args.sh_order, maps)
         step_size_mm = spec.trained_resampling.step_size_mm if args.step_size_mm is None else args.step_size_mm
         if step_size_mm is None:
             raise DwimlError(f"the model trained on streamlines with {spec.trained_resampling}, not a step size: "
@@ -100,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed,
             mask_interpolation=args.mask_interp)
         tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
-                                args.allow_mismatch, progress=not args.no_progress)
+                                args.allow_mismatch, progress=not args.no_progress, tissue_rule=tissue_rule,
+                                shard=Shard.parse(args.seed_shard))
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")
 
