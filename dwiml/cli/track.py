@@ -2,28 +2,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from dwiml.cli.common import run_command
 
 
-def eos_rule(text: str) -> float | str:
-    """``--eos-threshold``: ``max`` or a number (checked by the tracking options)."""
-    if text == "max":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a probability or 'max', got '{text}'") from None
+def number_or(word: str, kind: type) -> Callable[[str], float | int | str]:
+    """An argparse type: ``word`` or a number of ``kind`` (whose range the tracking options check)."""
+    def parse(text: str) -> float | int | str:
+        if text == word:
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a number or '{word}', got '{text}'") from None
 
-
-def batch_size(text: str) -> int | str:
-    """``--batch-size``: ``auto`` or an integer (checked by the tracking options)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an integer or 'auto', got '{text}'") from None
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--max-angle-deg", type=float, default=30.0, help="maximum angle per step [%(default)s]")
     rules.add_argument("--min-length-mm", type=float, default=10.0, help="[%(default)s]")
     rules.add_argument("--max-length-mm", type=float, default=200.0, help="[%(default)s]")
-    rules.add_argument("--eos-threshold", type=eos_rule, metavar="P|max",
+    rules.add_argument("--eos-threshold", type=number_or("max", float), metavar="P|max",
                        help="stop where the model's end-of-streamline probability exceeds P, or with 'max' where "
                             "ending is more probable than going on along the most probable direction class "
                             "(classification heads) [never]")
@@ -82,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                        help="end each streamline leaving the mask with its first point outside it (as dipy does "
                             "not) [dropped]")
     rules.add_argument("--rng-seed", type=int, default=1234, help="seeds and probabilistic directions [%(default)s]")
-    rules.add_argument("--batch-size", type=batch_size, default=10_000, metavar="N|auto",
+    rules.add_argument("--batch-size", type=number_or("auto", int), default=10_000, metavar="N|auto",
                        help="streamlines advancing together; auto: as many as half the device's free memory holds "
                             "(printed; give that number to every --seed-shard job) [%(default)s]")
     rules.add_argument("--seed-shard", default="1/1", metavar="I/N",
