@@ -35,6 +35,7 @@ class HDF5DatasetConfig:
 class SamplerConfig:
     _target_: str = "dwiml.data.sampler.BatchSampler"
     batch_size: float = MISSING
+    validation_batch_size: Optional[float] = MISSING
     unit: str = MISSING
     nb_subjects_per_batch: int = MISSING
     cycles: int = MISSING

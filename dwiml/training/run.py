@@ -104,7 +104,11 @@ def _override_key(override: str) -> str:
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
     group = cfg.loader.streamline_group
-    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle,
+    settings = OmegaConf.to_container(cfg.sampler, resolve=True)
+    validation_batch_size = settings.pop("validation_batch_size")  # the sampler takes one batch size
+    if not shuffle and validation_batch_size is not None:
+        settings["batch_size"] = validation_batch_size
+    sampler = build(settings, subset=subset, streamline_group=group, shuffle=shuffle,
                     rank=distributed.rank(), world_size=distributed.world_size())
     loader = build(cfg.loader, subset=subset, augment=shuffle)
     # Its own generator: starting an epoch leaves the global RNG (dropout's) untouched.
