@@ -287,6 +287,24 @@ def test_merged_seed_shards_equal_the_single_job(run_dir, phantom, tmp_path, cap
         assert not (tmp_path / "y.trk").exists()
 
 
+def test_cli_batch_size_auto(run_dir, phantom, tmp_path, capsys):
+    """--batch-size auto prints the size it chose (here the cap: an LSTM's state is small), and
+    tracks as that number given explicitly does."""
+    hdf5, name, folder = phantom
+    common = [str(run_dir), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+              str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "50"]
+    track_cli.main([common[0], str(tmp_path / "auto.trk"), *common[1:], "--batch-size", "auto"])
+    chosen = int(capsys.readouterr().out.split("batch size: ")[1].split()[0])
+    assert chosen == 100_000
+    track_cli.main([common[0], str(tmp_path / "fixed.trk"), *common[1:], "--batch-size", str(chosen)])
+    auto, fixed = (load_tractogram(str(tmp_path / f"{n}.trk"), "same") for n in ("auto", "fixed"))
+    assert len(auto) == len(fixed) > 0
+    for a, b in zip(auto.streamlines, fixed.streamlines):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit):
+        track_cli.main([common[0], str(tmp_path / "x.trk"), *common[1:], "--batch-size", "many"])
+
+
 def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):
     _, name, folder = phantom
     common = ["--seeding-mask", str(folder / "seeding_mask.nii.gz"), "--tracking-mask", str(folder / "wm_mask.nii.gz")]

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from dwiml.cli.common import run_command
 
 
-def eos_rule(text: str) -> float | str:
-    """``--eos-threshold``: ``max`` or a number (checked by the tracking options)."""
-    if text == "max":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a probability or 'max', got '{text}'") from None
+def number_or(word: str, kind: type) -> Callable[[str], float | int | str]:
+    """An argparse type: ``word`` or a number of ``kind`` (whose range the tracking options check)."""
+    def parse(text: str) -> float | int | str:
+        if text == word:
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a number or '{word}', got '{text}'") from None
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--max-angle-deg", type=float, default=30.0, help="maximum angle per step [%(default)s]")
     rules.add_argument("--min-length-mm", type=float, default=10.0, help="[%(default)s]")
     rules.add_argument("--max-length-mm", type=float, default=200.0, help="[%(default)s]")
-    rules.add_argument("--eos-threshold", type=eos_rule, metavar="P|max",
+    rules.add_argument("--eos-threshold", type=number_or("max", float), metavar="P|max",
                        help="stop where the model's end-of-streamline probability exceeds P, or with 'max' where "
                             "ending is more probable than going on along the most probable direction class "
                             "(classification heads) [never]")
@@ -72,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="end each streamline leaving the mask with its first point outside it (as dipy does "
                             "not) [dropped]")
     rules.add_argument("--rng-seed", type=int, default=1234, help="seeds and probabilistic directions [%(default)s]")
-    rules.add_argument("--batch-size", type=int, default=10_000, help="streamlines advancing together [%(default)s]")
+    rules.add_argument("--batch-size", type=number_or("auto", int), default=10_000, metavar="N|auto",
+                       help="streamlines advancing together; auto: as many as half the device's free memory holds "
+                            "(printed; give that number to every --seed-shard job) [%(default)s]")
     rules.add_argument("--seed-shard", default="1/1", metavar="I/N",
                        help="track only shard I of N of the seeds (whole chunks of --batch-size seeds), for N jobs "
                             "whose outputs dwiml-track-merge joins into the single job's output [%(default)s]")
@@ -83,9 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
+        from dataclasses import replace
+
         from dwiml.errors import DwimlError
-        from dwiml.tracking.subject import (load_tracking_model, save_tracked, subject_from_files, subject_from_hdf5,
-                                            track_subject)
+        from dwiml.tracking.subject import (auto_batch_size_for, load_tracking_model, save_tracked, subject_from_files,
+                                            subject_from_hdf5, track_subject)
         from dwiml.tracking.shards import Shard
         from dwiml.tracking.tracker import TrackingOptions
 
@@ -115,8 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             algo=args.algo, step_size_mm=step_size_mm,
             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm, max_length_mm=args.max_length_mm,
             eos_threshold=args.eos_threshold, bidirectional=not args.forward_only,
-            keep_last_point=args.keep_last_point, batch_size=args.batch_size, rng_seed=args.rng_seed,
-            mask_interpolation=args.mask_interp)
+            keep_last_point=args.keep_last_point, batch_size=1 if args.batch_size == "auto" else args.batch_size,
+            rng_seed=args.rng_seed, mask_interpolation=args.mask_interp)
+        if args.batch_size == "auto":
+            options = replace(options, batch_size=auto_batch_size_for(model, spec, subject, options))
+            print(f"batch size: {options.batch_size} streamlines")
         tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
                                 args.allow_mismatch, progress=not args.no_progress, tissue_rule=tissue_rule,
                                 shard=Shard.parse(args.seed_shard))

@@ -30,7 +30,8 @@ from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.shards import SEED_IDS, Shard
 from dwiml.tracking.tissues import TissueMaps, interface_mask
-from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
+from dwiml.tracking.memory import MemoryPlan, auto_batch_size, bytes_per_streamline, plan
+from dwiml.tracking.tracker import Inputs, Tracked, Tracker, TrackingOptions, volume_inputs
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,24 @@ def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) ->
     return data.reshape(shape).astype(np.float32)
 
 
+def tracking_inputs(model: nn.Module, spec: InputSpec, subject: Subject) -> tuple[Inputs, MemoryPlan]:
+    """The model's inputs at points (its training neighbourhood), from the input volume on the model's
+    device or, when too large for it, in host memory (:func:`dwiml.tracking.memory.plan`)."""
+    memory = plan(subject.input.nbytes, next(model.parameters()).device)
+    volume = torch.from_numpy(subject.input).to(memory.volume_device)
+    offsets = spec.neighborhood.offsets_vox(subject.voxel_sizes).float()
+    return volume_inputs(volume, offsets, memory.block_points), memory
+
+
+def auto_batch_size_for(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions) -> int:
+    """``--batch-size auto``: the streamlines that half the device's free memory holds (see
+    :mod:`dwiml.tracking.memory`), probed at the centre of the volume."""
+    inputs, memory = tracking_inputs(model, spec, subject)
+    centre = (torch.tensor(subject.input.shape[:3], dtype=torch.float32) - 1) / 2
+    per_streamline = bytes_per_streamline(model, inputs, centre.expand(2, 3), options.max_nb_points)
+    return auto_batch_size(per_streamline, memory.free_bytes)
+
+
 def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions,
                   seeds_per_voxel: int | None = None, nb_seeds: int | None = None, compress_mm: float | None = None,
                   allow_mismatch: bool = False, progress: bool = False, tissue_rule: str | None = None,
@@ -183,13 +202,11 @@ def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: 
     ``tissue_rule`` (``act`` or ``cmc``): stopping from the subject's include and exclude maps;
     ``shard``: its share of the seeds only (:mod:`dwiml.tracking.shards`); ``progress``: a progress bar."""
     check_subject(spec, subject, options.step_size_mm, allow_mismatch)
-    device = next(model.parameters()).device
-    volume = torch.from_numpy(subject.input).to(device)
+    inputs, _ = tracking_inputs(model, spec, subject)
     seeding = subject.seeding_mask if subject.seeding_mask is not None else interface_mask(subject.maps["wm"],
                                                                                            subject.maps["gm"])
     seeds = seeds_in_mask(torch.from_numpy(seeding), seeds_per_voxel, nb_seeds, options.rng_seed)
-    inputs = volume_inputs(volume, spec.neighborhood.offsets_vox(subject.voxel_sizes).float())
-    mask = torch.ones(volume.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
+    mask = torch.ones(subject.input.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
     tissues = None if tissue_rule is None else TissueMaps(
         torch.from_numpy(subject.maps["include"]), torch.from_numpy(subject.maps["exclude"]), tissue_rule,
         options.step_size_mm / float(subject.voxel_sizes.mean()))

@@ -109,12 +109,22 @@ class Tracked:
         return list(torch.split(self.points.cpu(), self.lengths.tolist()))
 
 
-def volume_inputs(volume: Tensor, offsets_vox: Tensor | None = None) -> Inputs:
+def volume_inputs(volume: Tensor, offsets_vox: Tensor | None = None, block_points: int | None = None) -> Inputs:
     """The model's inputs at points, as the training step builds them: the input volume
     interpolated at each point and its neighbours (``offsets_vox`` ``(K, 3)``, see
-    :mod:`dwiml.data.neighborhood`; the point alone by default)."""
+    :mod:`dwiml.data.neighborhood`; the point alone by default).
+
+    The interpolation runs where ``volume`` is (e.g. a volume kept in host memory for a model on a
+    GPU, see :mod:`dwiml.tracking.memory`), ``block_points`` points at a time (all at once by
+    default), and the inputs come back on the points' device."""
     offsets_vox = torch.zeros(1, 3) if offsets_vox is None else offsets_vox
-    return lambda points: neighborhood.interpolate(volume, points, offsets_vox)
+
+    def inputs(points: Tensor) -> Tensor:
+        local = points.to(volume.device)
+        blocks = [local] if block_points is None else local.split(block_points)
+        return torch.cat([neighborhood.interpolate(volume, b, offsets_vox) for b in blocks]).to(points.device)
+
+    return inputs
 
 
 class Tracker:

@@ -40,6 +40,14 @@ def random_streamlines(rng: np.random.Generator, nb: int, shape=SHAPE) -> list[n
     return lines
 
 
+def save_trk(path: Path, lines: list[np.ndarray], reference: Path) -> Path:
+    """Streamlines given in dwiml voxel coordinates, saved as .trk on the grid of ``reference``."""
+    sft = StatefulTractogram([np.asarray(s, dtype=np.float32) for s in lines], str(reference), Space.VOX,
+                             origin=Origin.NIFTI)
+    save_tractogram(sft, str(path), bbox_valid_check=False)
+    return path
+
+
 def write_subject(folder: Path, rng: np.random.Generator, nb_streamlines: int = 40,
                   affine: np.ndarray = AFFINE) -> None:
     folder.mkdir(parents=True)
