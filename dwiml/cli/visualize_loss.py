@@ -1,4 +1,5 @@
-"""``dwiml-visualize-loss MODEL OUT --subject NAME [--hdf5 FILE]``: the loss along reference streamlines."""
+"""``dwiml-visualize-loss MODEL OUT --subject NAME [--hdf5 FILE] [--tractogram FILE]``: the loss along
+streamlines, coloured for viewers, with the best and worst of them and a histogram."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,10 @@ from dwiml.cli.common import run_command
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Write a subject's reference streamlines with the trained model's loss at each point "
-                    "(data_per_point 'loss'; NaN where no loss is defined) and a histogram PNG of the losses.")
+        description="Write a subject's reference streamlines (or --tractogram's) with the trained model's loss at "
+                    "each point (data_per_point 'loss'; NaN where no loss is defined) and a colour per point "
+                    "(data_per_point 'color', RGB 0-255, grey without a loss), optionally the best and worst of "
+                    "them, and a histogram PNG of the losses.")
     parser.add_argument("model", help="a run folder (its best_model/), or a model folder")
     parser.add_argument("out", help="output tractogram (.trk or .trx: formats with data per point)")
     parser.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
@@ -20,7 +23,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="proceed when the input group's declared SH basis/order or channels differ from "
                              "the model's")
-    parser.add_argument("--histogram", help="histogram PNG [OUT with .png]")
+    parser.add_argument("--tractogram", help="score these streamlines instead of the subject's reference ones "
+                                             "(.trk, .tck, .trx on the subject's grid, read by dipy)")
+    parser.add_argument("--colormap", default="viridis",
+                        help="matplotlib colormap of data_per_point 'color' (RGB 0-255) [%(default)s]")
+    parser.add_argument("--range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="losses mapped to the colormap's ends [the 5th and 95th percentiles]")
+    parser.add_argument("--select-pct", type=float, metavar="X",
+                        help="also write OUT_best and OUT_worst: the X %% of streamlines with the lowest and "
+                             "highest mean loss")
+    parser.add_argument("--histogram", help="histogram PNG, log scale, percentiles marked [OUT with .png]")
     parser.add_argument("--batch-size", type=int, default=1000, help="streamlines per model call [%(default)s]")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -28,21 +40,35 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         from dwiml.data.dataset import MultiSubjectDataset
         from dwiml.errors import DwimlError
-        from dwiml.evaluation.point_loss import point_losses, save_histogram, save_loss_tractogram, subject_reference
+        from dwiml.evaluation.point_loss import (best_and_worst, load_streamlines, loss_colors, point_losses,
+                                                 save_histogram, save_loss_tractogram, subject_reference)
         from dwiml.tracking.subject import load_tracking_model
 
-        if Path(args.out).suffix not in (".trk", ".trx"):
+        out = Path(args.out)
+        if out.suffix not in (".trk", ".trx"):
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
+        if args.select_pct is not None and not 0 < args.select_pct <= 100:
+            raise DwimlError(f"--select-pct {args.select_pct:g}: must be in (0, 100]")
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
         hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
         if hdf5 is None:
             raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
         dataset = MultiSubjectDataset(hdf5, lazy=True)
-        streamlines, losses = point_losses(model, spec, dataset, args.subject, args.batch_size, args.allow_mismatch)
         reference = subject_reference(dataset, args.subject, spec.input_group)
-        out = save_loss_tractogram(streamlines, losses, reference, args.out)
-        png = save_histogram(losses, args.histogram or Path(args.out).with_suffix(".png"), args.subject)
-        print(f"{len(streamlines)} streamlines -> {out}; histogram -> {png}")
+        given = load_streamlines(args.tractogram, reference) if args.tractogram else None
+        streamlines, losses = point_losses(model, spec, dataset, args.subject, args.batch_size, args.allow_mismatch,
+                                           streamlines=given)
+        colors, (low, high) = loss_colors(losses, args.colormap, args.range)
+        save_loss_tractogram(streamlines, losses, colors, reference, out)
+        print(f"{len(streamlines)} streamlines -> {out} (data_per_point 'loss', and 'color': {args.colormap} "
+              f"from {low:.4g} to {high:.4g})")
+        if args.select_pct is not None:
+            for name, chosen in zip(("best", "worst"), best_and_worst(losses, args.select_pct)):
+                path = out.with_name(f"{out.stem}_{name}{out.suffix}")
+                save_loss_tractogram(*([items[i] for i in chosen] for items in (streamlines, losses, colors)),
+                                     reference, path)
+                print(f"{name} {args.select_pct:g} % ({len(chosen)} streamlines by mean loss) -> {path}")
+        print(f"histogram -> {save_histogram(losses, args.histogram or out.with_suffix('.png'), args.subject)}")
 
     run_command("dwiml-visualize-loss", body)
 

@@ -77,7 +77,7 @@ class BatchLoader(torch.utils.data.Dataset):
         points, lengths, subjects = self._read(spec)
         voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
         if self.step_size_mm is not None or self.nb_points is not None or self.compress_mm is not None:
-            points, lengths = self._resample(points, lengths, voxel_sizes)
+            points, lengths = self.resample(points, lengths, voxel_sizes)
             voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
         if self.augment and self.split_ratio > 0:
             points, lengths, subjects, voxel_sizes = self._split(points, lengths, subjects, voxel_sizes, gen)
@@ -105,7 +105,9 @@ class BatchLoader(torch.utils.data.Dataset):
             table[s] = torch.from_numpy(self.subset.voxel_sizes(s, self.streamline_group))
         return table[torch.repeat_interleave(subjects, lengths)]
 
-    def _resample(self, points: Tensor, lengths: Tensor, voxel_sizes: Tensor) -> tuple[Tensor, Tensor]:
+    def resample(self, points: Tensor, lengths: Tensor, voxel_sizes: Tensor) -> tuple[Tensor, Tensor]:
+        """Packed streamlines (voxel space, ``voxel_sizes`` of each point in mm) resampled by this loader's
+        rule, which must be set (``step_size_mm``, ``nb_points`` or ``compress_mm``)."""
         if self.nb_points is not None:
             return sl.resample(points, lengths, voxel_sizes, torch.full_like(lengths, self.nb_points))
         if self.compress_mm is not None:
