@@ -53,7 +53,8 @@ def test_a_trained_run_has_the_layout(cache_dir, tmp_path):
     run = RunFolder(tmp_path)
     assert run.is_run() and run.batch_metrics.is_file() and run.metrics_plot.is_file()
     assert run.checkpoint_state() == run.checkpoint / "state.pt"
-    assert {p.name for p in run.best_model.iterdir()} == {"model.pt", "model_config.json", "input_spec.json"}
+    assert {p.name for p in run.best_model.iterdir()} == {"model.pt", "model_config.json", "input_spec.json",
+                                                           ".complete"}  # written last: the folder is whole
     assert {"model.pt", "model_config.json", "input_spec.json"} < {p.name for p in run.checkpoint.iterdir()}
     assert run.hdf5_path() == next(cache_dir.glob("phantom-*")) / "phantom.hdf5"
     # the input specification, the same beside both weights, read back from JSON as the step made it
