@@ -3,7 +3,7 @@
 ::
 
     outputs/<date>/<time>-<microseconds>/     multirun/<date>/<time>-<microseconds>/<job>/ for -m
-      .hydra/config.yaml, overrides.yaml   the composed config (.hydra/resumed-<time>/ for each resume)
+      .hydra/config.yaml, overrides.yaml   the composed config (.hydra/resumed-<time>/ for each continuation)
       train.log           the text log (Hydra's job log)
       dataset.json        the HDF5 file the run trains on, resolved
       metrics.csv, batch_metrics.csv, gv_metrics.csv
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dwiml.atomic import atomic_path, complete_copy
 from dwiml.errors import DwimlError
@@ -80,6 +80,13 @@ class RunFolder:
                              "trainer.auto_resume=true, or train in another folder")
         return True
 
+    def save_continuation(self, config: DictConfig, overrides: list[str]) -> None:
+        """Record a continued run's config and this command's overrides in ``.hydra/resumed-<time>/``."""
+        folder = self.root / CONFIG_DIR / f"resumed-{_START.time:%Y-%m-%d_%H-%M-%S-%f}"
+        for name, node in ((CONFIG, config), (OVERRIDES, OmegaConf.create(list(overrides)))):
+            with atomic_path(folder / name) as tmp:
+                OmegaConf.save(node, tmp)
+
     def write_dataset(self, hdf5_path: str | Path) -> None:
         """Record the HDF5 file the run trains on (absolute), for the commands that read the run later."""
         with atomic_path(self.dataset) as tmp:
@@ -130,16 +137,15 @@ def sweep_dir() -> str:
 
 
 def output_subdir(resume: str | None, auto_resume: bool, output_dir: str) -> str | None:
-    """``hydra.output_subdir``: ``.hydra``, or ``.hydra/resumed-<time>`` for a run that continues (its saved
-    config is never rewritten), none on the processes that do not write the run folder. A new run in a
-    folder that holds one ends the app here, before Hydra writes anything."""
+    """``hydra.output_subdir``: ``.hydra`` for a new run; none for a run that continues (its saved config
+    is never rewritten: the app checks the continuation, then records it with
+    :meth:`RunFolder.save_continuation`) and on the processes that do not write the run folder. A new
+    run in a folder that holds one ends the app here, before Hydra writes anything."""
     try:
         continued = RunFolder(output_dir).continues(resume, auto_resume)
     except DwimlError as e:
         sys.exit(f"dwiml-train: error: {e}")
-    if not _START.writer:
-        return None
-    return f"{CONFIG_DIR}/resumed-{_START.time:%Y-%m-%d_%H-%M-%S-%f}" if continued else CONFIG_DIR
+    return CONFIG_DIR if _START.writer and not continued else None
 
 
 def log_file(output_dir: str) -> str:

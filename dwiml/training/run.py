@@ -39,10 +39,12 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir, overrides = Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().overrides.task
     continued = RunFolder(run_dir).continues(cfg.resume, cfg.trainer.auto_resume)
     if continued:
-        cfg = continued_config(cfg, run_dir, HydraConfig.get().overrides.task)
+        cfg = continued_config(cfg, run_dir, overrides)
+        if distributed.is_main():
+            RunFolder(run_dir).save_continuation(cfg, overrides)
     trainer = build_trainer(cfg, run_dir)
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=continued)
     log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
