@@ -146,7 +146,7 @@ def test_a_run_folder_continues_only_by_resume_and_never_changes_its_saved_confi
     first = snapshot(run)
     for changed, refused in (([], f"{run} already holds a run: continue it with resume={run} or "
                                   "trainer.auto_resume=true"),
-                             (["trainer.auto_resume=true", "optim.lr=0.01"], "changes optim.lr (saved 0.001, now 0.01)"),
+                             (["trainer.auto_resume=true", "optim.lr=0.01"], "changes optim.lr (saved 0.003, now 0.01)"),
                              (["trainer.auto_resume=true", "model=gru"], "changes model.rnn_type (saved 'lstm', now 'gru')")):
         result = cli(tmp_path, cache_dir, *tiny, *changed, check=False)
         out = result.stdout + result.stderr
