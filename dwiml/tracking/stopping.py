@@ -29,6 +29,9 @@ class Stop(IntEnum):
     ANGLE = 1
     MAX_LENGTH = 2
     LEFT_MASK = 3
+    EOS = 4  # the model's end-of-streamline output
+    INCLUDED = 5  # reached the include map (dwiml.tracking.tissues): a valid end, the point is kept
+    EXCLUDED = 6  # reached the exclude map: the streamline is rejected
 
 
 def mask_values(mask: Tensor, points: Tensor, interpolation_mode: str = "nearest") -> Tensor:

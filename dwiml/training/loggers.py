@@ -43,7 +43,11 @@ class CometLogger(NoLogger):
     def start(self, run_dir: Path, config: dict, key: str | None) -> str:
         for name, value in COMET_DEFAULTS.items():  # read when comet_ml is imported
             os.environ.setdefault(name, value)
-        import comet_ml
+        try:
+            import comet_ml
+        except ImportError:
+            raise DwimlError("logger=comet needs comet_ml, an optional dependency: "
+                             "pip install 'dwiml[comet]'") from None
 
         kwargs = {"project_name": self.project_name, "workspace": self.workspace}
         if self.offline:  # without environment details: comet_ml probes the network for them (IP, cloud metadata)

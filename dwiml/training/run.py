@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
+from dwiml.config.keys import check_keys
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
+    check_keys(cfg)
     run_dir, overrides = Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().overrides.task
     continued = RunFolder(run_dir).continues(cfg.resume, cfg.trainer.auto_resume)
     if continued:
@@ -47,7 +49,7 @@ def train(cfg: DictConfig) -> float:
             RunFolder(run_dir).save_continuation(cfg, overrides)
     trainer = build_trainer(cfg, run_dir)
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=continued)
-    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
+    log.info("best %s %.6g at epoch %d; model in %s", trainer.early_stopping.monitor, best, trainer.best_epoch,
              RunFolder(run_dir).best_model)
     return best
 
@@ -131,7 +133,11 @@ def _changes(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
     group = cfg.loader.streamline_group
-    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle,
+    settings = OmegaConf.to_container(cfg.sampler, resolve=True)
+    validation_batch_size = settings.pop("validation_batch_size")  # the sampler takes one batch size
+    if not shuffle and validation_batch_size is not None:
+        settings["batch_size"] = validation_batch_size
+    sampler = build(settings, subset=subset, streamline_group=group, shuffle=shuffle,
                     rank=distributed.rank(), world_size=distributed.world_size())
     loader = build(cfg.loader, subset=subset, augment=shuffle)
     # Its own generator: starting an epoch leaves the global RNG (dropout's) untouched.
