@@ -96,6 +96,7 @@ finally:
 """
 
 
+@pytest.mark.slow
 def test_comet_offline_makes_no_connection(cache_dir, tmp_path):
     log, run = tmp_path / "connections.log", tmp_path / "run"
     args = ["logger=comet_offline", *TINY, "dataset.nb_subjects=3", "trainer.progress_bar=false", f"hydra.run.dir={run}"]

@@ -114,6 +114,7 @@ def test_a_hostile_run_folder_is_refused_before_any_import(cache_dir, trained_ru
         run_training(cache_dir, run, [*TINY, how, "trainer.max_epochs=2"])
 
 
+@pytest.mark.slow
 def test_cli_resume_of_a_hostile_run_folder_exits_1_with_one_line(cache_dir, trained_run, tmp_path, side_effects):
     run = hostile_run(trained_run, cache_dir, tmp_path / "run", "logger", side_effects)
     result = cli(tmp_path, cache_dir, f"resume={run}", "trainer.max_epochs=2", check=False)
@@ -122,6 +123,7 @@ def test_cli_resume_of_a_hostile_run_folder_exits_1_with_one_line(cache_dir, tra
     assert f"{run / '.hydra' / 'config.yaml'}: logger._target_ 'os.makedirs' is not a dwiml component" in out
 
 
+@pytest.mark.slow
 def test_a_run_of_ones_own_model_resumes_when_its_class_is_named(cache_dir, tmp_path, monkeypatch):
     byo = ["model=custom", "model._target_=tests.byo_model.MyModel", "+model.hidden_size=8", *TINY[1:]]
     run_training(cache_dir, tmp_path, byo)
