@@ -337,6 +337,7 @@ class TrainConfig:
     device: str = MISSING
     num_workers: int = MISSING
     resume: Optional[str] = MISSING
+    demo: bool = MISSING  # a short demonstration (the default settings), not a recipe: said at the end of the run
 
 
 SCHEMAS = {

@@ -221,12 +221,12 @@ class Tracker:
         total, batch = reversed_half.shape[:2]
         state = self.model.initial_state(batch, self.device)
         previous = torch.zeros(batch, 3, device=self.device)
+        all_started = total - int(nb.min())  # from this row on, every half has started: no merge
         for t in range(total - int(nb.max()), total - 1):
-            started = t >= total - nb
             current = reversed_half[t]
             last_dirs = torch.where((t > total - nb)[:, None], current - previous, 0.0)
             _, new_state = self.model.track_step(self.inputs(current), last_dirs, state)
-            state = merge_streamlines(new_state, state, started)
+            state = new_state if t >= all_started else merge_streamlines(new_state, state, t >= total - nb)
             previous = current
         last_dirs = torch.where((nb > 1)[:, None], reversed_half[-1] - previous, -tried)
         return state, last_dirs
@@ -264,14 +264,18 @@ class Tracker:
                 reasons = tissue_stops(self.tissues.status(new_points, self.generator), reasons)
             reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
             going = reasons == Stop.CONTINUE
+            if bool(going.all()):  # the usual step: every row goes on, nothing to select or record
+                path[t, active] = new_points
+                nb[active] += 1
+                points, previous, lengths_mm = new_points, step, new_lengths
+                continue
             last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & inside_mask(new_points, self.mask.shape)
             added = going | last | (reasons == Stop.INCLUDED)
             path[t, active[added]] = new_points[added]
             nb[active[added]] += 1
             why[active[~going]] = reasons[~going]
             active, points, previous, lengths_mm = active[going], new_points[going], step[going], new_lengths[going]
-            if not bool(going.all()):  # selecting copies the state (a Transformer's whole cache)
-                state = select_streamlines(state, going)
+            state = select_streamlines(state, going)  # copies the state (a Transformer's whole cache)
         return path, nb, tried, why
 
     def _directions(self, outputs: Tensor) -> Tensor:
