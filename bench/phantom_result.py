@@ -5,7 +5,7 @@ subject with it and with dipy (CSD + peaks + LocalTracking) from the same seeds
 (``seeds_in_mask(seeding_mask, seeds_per_voxel=2, rng_seed=1234)``), the same tracking mask and the
 same step, angle and length rules, scores both with the Tractometer scorer, and draws both
 tractograms next to the ground truth. Usage:
-    python bench/phantom_result.py [--run RUN_FOLDER] [--out-dir phantom_result] [--picture docs/phantom_tracking.png]
+    python bench/phantom_result.py [--run RUN_FOLDER] [--out-dir phantom_result] [--picture OUT_DIR/phantom_tracking.png]
         [--threads 1] [--max-load L]
 """
 from __future__ import annotations
@@ -73,13 +73,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
     parser.add_argument("--run", help="a trained run folder [train one with experiment=phantom_tracking]")
     parser.add_argument("--out-dir", default="phantom_result")
-    parser.add_argument("--picture", default=str(ROOT / "docs" / "phantom_tracking.png"))
+    parser.add_argument("--picture", help="the picture [OUT_DIR/phantom_tracking.png; the README's is "
+                                          "docs/phantom_tracking.png]")
     parser.add_argument("overrides", nargs="*", help="training overrides on top of the preset")
     add_machine_options(parser)
     args = parser.parse_args()
     threads = begin(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    args.picture = args.picture or str(out / "phantom_tracking.png")
     run = Path(args.run) if args.run else out / "run"
     if not args.run:
         train(run, args.cache_dir, args.overrides)

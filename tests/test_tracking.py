@@ -249,7 +249,8 @@ def test_cli_anatomically_constrained_tracking_from_the_interface(run_dir, phant
 
 def test_merged_seed_shards_equal_the_single_job(run_dir, phantom, tmp_path, capsys):
     """Probabilistic, both directions, 5 chunks of 20 seeds over 3 shards (with 1 or 2 chunks each):
-    the merge (shards given in any order) equals the unsharded output, streamline for streamline."""
+    the merge (shards given in any order, an empty one too) equals the unsharded output, streamline
+    for streamline."""
     hdf5, name, folder = phantom
 
     def track(out, *options):
@@ -263,7 +264,8 @@ def test_merged_seed_shards_equal_the_single_job(run_dir, phantom, tmp_path, cap
     parts = [track(path, "--seed-shard", f"{i}/3") for i, path in enumerate(shards, start=1)]
     ids = [set(p.data_per_streamline["seed_ids"][:, 0].astype(int)) for p in parts]
     assert all(ids) and not ids[0] & ids[1] and not ids[1] & ids[2] and max(ids[0]) < 20 <= min(ids[1])
-    merge_cli.main([str(tmp_path / "merged.trk"), *map(str, reversed(shards))])
+    assert len(track(tmp_path / "empty.trk", "--seed-shard", "1/6")) == 0  # 5 chunks, 6 shards: one has none
+    merge_cli.main([str(tmp_path / "merged.trk"), *map(str, reversed(shards)), str(tmp_path / "empty.trk")])
     assert capsys.readouterr().out.strip().endswith(f"{len(single)} streamlines -> {tmp_path / 'merged.trk'}")
     merged = load_tractogram(str(tmp_path / "merged.trk"), "same")
     assert 20 < len(merged) == len(single) < 90

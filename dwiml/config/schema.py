@@ -219,7 +219,7 @@ class GenerationValidationConfig:
     algo: str = MISSING
     max_angle_deg: float = MISSING
     max_length_mm: float = MISSING
-    eos_threshold: Optional[float] = MISSING
+    eos_threshold: Any = MISSING  # a probability, "max" or null (checked by TrackingOptions)
     end_radius_mm: float = MISSING
     endpoint_tolerance_mm: float = MISSING
     max_scored_bundles: int = MISSING
@@ -337,6 +337,7 @@ class TrainConfig:
     device: str = MISSING
     num_workers: int = MISSING
     resume: Optional[str] = MISSING
+    demo: bool = MISSING  # a short demonstration (the default settings), not a recipe: said at the end of the run
 
 
 SCHEMAS = {

@@ -24,11 +24,17 @@ def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) 
         return hdf5_path
     log.info("generating the phantom (%d subjects, seed %d) into %s", nb_subjects, seed, folder)
     with atomic_folder(folder, replace=False) as tmp:  # another process may generate it at the same time
-        subjects = tmp / "subjects"
+        subjects = phantom_subjects_dir(tmp / hdf5_path.name)
         make_phantom(subjects, nb_subjects=nb_subjects, seed=seed)
         create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / hdf5_path.name,
                     *(read_subject_list(subjects / f"{s}_subjects.txt") for s in ("training", "validation", "testing")))
     return hdf5_path
+
+
+def phantom_subjects_dir(hdf5_path: str | Path) -> Path:
+    """The folder of the phantom's per-subject files (see :func:`dwiml.data.phantom.write_subject`)
+    beside its HDF5."""
+    return Path(hdf5_path).parent / "subjects"
 
 
 def phantom_dataset(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234,

@@ -7,6 +7,8 @@ with no edge replication, and :func:`inside_mask` tells which points lie in the 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,23 +29,38 @@ def trilinear(volume: Tensor, points: Tensor) -> Tensor:
     nx, ny, nz, nb_features = volume.shape
     device = volume.device
     points = points.to(device)
-    index_dtype = torch.int32 if volume.numel() < 2 ** 31 else torch.int64
+    upper, strides, steps = _tables(nx, ny, nz, points.dtype, device)
     # Axis-major (3, N) arrays: every elementwise op below runs over long contiguous rows.
     axis_major = points.T
-    upper = torch.tensor([[nx - 2], [ny - 2], [nz - 2]], dtype=points.dtype, device=device)
     lower = torch.minimum(axis_major.floor().clamp_(min=0), upper)
     offset = axis_major - lower
     w = torch.stack([offset, offset - 1]).abs_().neg_().add_(1).clamp_(min=0)  # (2 corners, 3 axes, N)
     weights = w[:, None, None, 0] * w[None, :, None, 1] * w[None, None, :, 2]  # (2, 2, 2, N)
-    strides = torch.tensor([[ny * nz], [nz], [1]], dtype=index_dtype, device=device)
-    first = (lower.to(index_dtype) * strides).sum(0, dtype=index_dtype)
-    steps = torch.tensor([di * ny * nz + dj * nz + dk for di in (0, 1) for dj in (0, 1) for dk in (0, 1)],
-                         dtype=index_dtype, device=device)
+    first = (lower.to(strides.dtype) * strides).sum(0, dtype=strides.dtype)
     return F.embedding_bag(first[:, None] + steps, volume.view(-1, nb_features), mode="sum",
                            per_sample_weights=weights.view(8, -1).T.to(volume.dtype).contiguous())
 
 
+@functools.lru_cache(maxsize=64)
+def _tables(nx: int, ny: int, nz: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """The constants of :func:`trilinear` for a volume's shape (made once: no copy to the device per call):
+    the largest lower corner ``(3, 1)``, the strides of the channels-last
+    table ``(3, 1)`` and the 8 corners' steps in it ``(8,)`` (int32 when the table's rows fit)."""
+    index_dtype = torch.int32 if nx * ny * nz < 2 ** 31 else torch.int64
+    upper = torch.tensor([[nx - 2], [ny - 2], [nz - 2]], dtype=dtype, device=device)
+    strides = torch.tensor([[ny * nz], [nz], [1]], dtype=index_dtype, device=device)
+    steps = torch.tensor([di * ny * nz + dj * nz + dk for di in (0, 1) for dj in (0, 1) for dk in (0, 1)],
+                         dtype=index_dtype, device=device)
+    return upper, strides, steps
+
+
 def inside_mask(points: Tensor, shape: tuple[int, ...]) -> Tensor:
     """True for points inside the volume's extent (each voxel spans ±0.5 around its centre)."""
-    upper = torch.tensor(shape[:3], dtype=points.dtype, device=points.device) - 0.5
+    upper = shape_tensor(tuple(shape[:3]), points.dtype, points.device) - 0.5
     return ((points >= -0.5) & (points < upper)).all(dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def shape_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.tensor(shape)``, made once per shape, dtype and device (steps of tracking need it at every step)."""
+    return torch.tensor(shape, dtype=dtype, device=device)

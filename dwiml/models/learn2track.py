@@ -96,13 +96,15 @@ class Learn2Track(nn.Module):
         new_state = {"previous_dirs": history}
         layer_outputs = []
         for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+            # One time step: the fused cell with the layer's own weights (no sequence machinery).
+            weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             if self.rnn_type == "lstm":
-                out, (h, c) = rnn(x[None], (state[f"h{i}"][None], state[f"c{i}"][None]))
-                new_state[f"c{i}"] = c[0]
+                h, new_state[f"c{i}"] = torch.lstm_cell(x, (state[f"h{i}"], state[f"c{i}"]), *weights)
             else:
-                out, h = rnn(x[None], state[f"h{i}"][None])
-            new_state[f"h{i}"] = h[0]
-            x = self.dropout(norm(out[0]))
+                h = torch.gru_cell(x, state[f"h{i}"], *weights)
+            new_state[f"h{i}"] = h
+            x = norm(h)
+            x = self.dropout(x) if self.training else x
             layer_outputs.append(x)
         return self.head(self._features(layer_outputs)), new_state
 

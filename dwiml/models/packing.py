@@ -55,10 +55,11 @@ def pad(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     ``index`` ``(N,)``: the row of each point in the ``(T * B, F)`` view (see :func:`unpad`)."""
     total, batch = int(lengths.max()), len(lengths)
     index = point_local_ids(lengths) * batch + point_streamline_ids(lengths)
-    padded = x.new_zeros(total * batch, x.shape[1]).index_copy(0, index, x)
+    padded = x.new_zeros(total * batch, x.shape[1])
+    padded[index] = x
     return padded.view(total, batch, -1), index
 
 
 def unpad(padded: Tensor, index: Tensor) -> Tensor:
     """Packed rows ``(N, F)`` of time-major ``(T, B, F)`` sequences."""
-    return padded.reshape(-1, padded.shape[-1])[index]
+    return padded.reshape(-1, padded.shape[-1]).index_select(0, index)

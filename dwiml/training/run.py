@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
 from dwiml.config.keys import check_keys
+from dwiml.config.schema import PhantomDatasetConfig
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
@@ -25,6 +26,7 @@ from dwiml.evaluation.generation import GenerationValidation
 from dwiml.models.io import build_model
 from dwiml.run_folder import RunFolder
 from dwiml.training import distributed
+from dwiml.training.next_steps import next_steps
 from dwiml.training.stopping import ignore_stop_signals
 from dwiml.training.trainer import Trainer
 from dwiml.trust import check_loaded, targets_of
@@ -51,6 +53,9 @@ def train(cfg: DictConfig) -> float:
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=continued)
     log.info("best %s %.6g at epoch %d; model in %s", trainer.early_stopping.monitor, best, trainer.best_epoch,
              RunFolder(run_dir).best_model)
+    lines = next_steps(run_dir, cfg.get("demo", False), cfg.dataset._target_ == PhantomDatasetConfig._target_)
+    if lines and distributed.is_main():
+        log.info("\n".join(lines))  # one record: the commands start their own lines, ready to copy
     return best
 
 
