@@ -3,7 +3,7 @@
 Samples a (size^3, features) float32 volume at random points (some up to one voxel outside)
 on the CPU and prints, measured side by side in one run (the candidates take turns), the median
 times, the ratios and the largest difference to scipy relative to the largest value. Usage:
-    python bench/interpolation.py [--points 1000000] [--features 45] [--size 100] [--threads 2]
+    python bench/interpolation.py [--points 1000000] [--features 45] [--size 100] [--threads 2] [--max-load L]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from scipy.ndimage import map_coordinates
 
 from dwiml.data.interpolation import trilinear
-from timing import median_seconds_each  # bench/, the script's folder, is on sys.path
+from timing import add_machine_options, begin, finish, median_seconds_each  # bench/, the script's folder, is on sys.path
 
 
 def grid_sample(volume: torch.Tensor, points: torch.Tensor, batch: int) -> torch.Tensor:
@@ -38,10 +38,10 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=45)
     parser.add_argument("--size", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    add_machine_options(parser, threads=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = begin(args)
     rng = np.random.default_rng(0)
     volume = rng.normal(size=(args.size,) * 3 + (args.features,)).astype(np.float32)
     points = rng.uniform(-1, args.size, size=(args.points, 3)).astype(np.float32)
@@ -75,6 +75,7 @@ def main() -> None:
     best_grid = min(v for k, v in times.items() if k.startswith("grid_sample"))
     print(f"scipy / dwiml {times['scipy map_coordinates (per channel)'] / ours:.2f} (target >= 5); "
           f"best grid_sample / dwiml {best_grid / ours:.2f} (target >= 1)")
+    finish(args, threads)
 
 
 if __name__ == "__main__":

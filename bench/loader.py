@@ -11,7 +11,7 @@ builds them. Prints, side by side in one run (medians over repeats):
    HDF5): dwiml's one read per subject (a union of row slices) against one read per streamline.
 
 Usage:
-    python bench/loader.py [--cache-dir DIR] [--batches 40] [--repeats 5] [--workers 2] [--threads N]
+    python bench/loader.py [--cache-dir DIR] [--batches 40] [--repeats 5] [--workers 2] [--threads 1] [--max-load L]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from dwiml.data.lazy import HDF5Reader
 from dwiml.data.streamlines import point_streamline_ids
 from dwiml.models.io import build_model
 from dwiml.training.run import _data_loader
-from timing import median_seconds_each
+from timing import add_machine_options, begin, finish, median_seconds_each
 
 
 def components(cache_dir: str, lazy: bool, workers: int):
@@ -86,11 +86,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    add_machine_options(parser)
     args = parser.parse_args()
     args.cache_dir = str(Path(args.cache_dir).expanduser())
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = begin(args, extra_threads=args.workers)
     print(f"phantom in {args.cache_dir}; {args.batches} batches per repeat, median of {args.repeats}; "
           f"main process {torch.get_num_threads()} torch threads", flush=True)
     print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")
@@ -125,6 +124,7 @@ def main() -> None:
               flush=True)
         del loader
     scattered_reads(args.repeats)
+    finish(args, threads)
 
 
 def scattered_reads(repeats: int) -> None:

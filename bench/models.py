@@ -3,7 +3,7 @@ points, a tracking step for 1,000 streamlines, and the Transformers' cached trac
 recomputing the whole prefix (what a tracker without a cache does).
 
 Prints medians measured side by side in one run, and the ratios. Usage:
-    python bench/models.py [--streamlines 1000] [--prefix 50] [--features 28] [--threads 1]
+    python bench/models.py [--streamlines 1000] [--prefix 50] [--features 28] [--threads 1] [--max-load L]
 
 On a machine shared by other busy processes, ``--threads 1`` avoids torch's threads waiting on
 each other (two threads on an oversubscribed CPU made a small linear layer 250x slower here).
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from dwiml.config.schema import register_configs
 from dwiml.models.io import build_model
-from timing import median_seconds  # bench/, the script's folder, is on sys.path
+from timing import add_machine_options, begin, finish, median_seconds  # bench/, the script's folder, is on sys.path
 
 MODELS = ("lstm", "gru", "transformer", "transformer_src", "transformer_srctgt", "autoencoder")
 
@@ -67,10 +67,9 @@ def main() -> None:
     parser.add_argument("--train-streamlines", type=int, default=50)
     parser.add_argument("--train-points", type=int, default=100, help="points per training streamline")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_machine_options(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = begin(args)
     torch.manual_seed(0)
     nb_points = args.train_streamlines * args.train_points
     print(f"CPU, {torch.get_num_threads()} threads, median of {args.repeats}; training batch: "
@@ -94,6 +93,7 @@ def main() -> None:
         ratio = f"{full / cached:12.1f}" if name.startswith("transformer") else f"{'-':>12s}"
         full_ms = f"{full * 1000:15.1f}" if name.startswith("transformer") else f"{'-':>15s}"
         print(f"{name:20s} {train * 1000:19.2f} {cached * 1000:14.2f} {full_ms} {ratio}")
+    finish(args, threads)
 
 
 if __name__ == "__main__":

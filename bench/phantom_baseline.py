@@ -3,7 +3,7 @@
 Seeds are drawn with dwiml's seeder in the seeding mask; tracking stops on the white-matter
 mask; the tractogram is scored against the subject's ground-truth bundles, with endpoint regions
 grown by one voxel (the phantom's SCORING_TOLERANCE_MM). Usage:
-    python bench/phantom_baseline.py [--cache-dir DIR] [--seeds-per-voxel 2] [--out baseline.trk]
+    python bench/phantom_baseline.py [--cache-dir DIR] [--seeds-per-voxel 2] [--out baseline.trk] [--max-load L]
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from dwiml.data.phantom import SCORING_TOLERANCE_MM
 from dwiml.evaluation.scoring import format_table, score_files
 from dwiml.tracking.baseline import track_files
 from dwiml.tracking.seeds import seeds_in_mask
+from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 
 def main() -> None:
@@ -33,7 +34,9 @@ def main() -> None:
     parser.add_argument("--min-length-mm", type=float, default=10.0)
     parser.add_argument("--max-length-mm", type=float, default=200.0)
     parser.add_argument("--out", default="phantom_dipy_det.trk")
+    add_machine_options(parser)
     args = parser.parse_args()
+    threads = begin(args)
 
     subjects = phantom_hdf5(args.cache_dir).parent / "subjects"
     subject = subjects / read_subject_list(subjects / "testing_subjects.txt")[0]
@@ -47,6 +50,7 @@ def main() -> None:
           f"{time.perf_counter() - start:.1f} s -> {out}")
     print(format_table(score_files([out], sorted((subject / "bundles").glob("*.trk")),
                                    subject / "endpoints_labels.nii.gz", endpoint_tolerance_mm=SCORING_TOLERANCE_MM)))
+    finish(args, threads)
 
 
 if __name__ == "__main__":

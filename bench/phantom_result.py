@@ -6,6 +6,7 @@ subject with it and with dipy (CSD + peaks + LocalTracking) from the same seeds
 same step, angle and length rules, scores both with the Tractometer scorer, and draws both
 tractograms next to the ground truth. Usage:
     python bench/phantom_result.py [--run RUN_FOLDER] [--out-dir phantom_result] [--picture docs/phantom_tracking.png]
+        [--threads 1] [--max-load L]
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from dwiml.tracking.baseline import track_files
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.subject import load_tracking_model, save_tracked, subject_from_hdf5, track_subject
 from dwiml.tracking.tracker import TrackingOptions
+from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -73,7 +75,9 @@ def main() -> None:
     parser.add_argument("--out-dir", default="phantom_result")
     parser.add_argument("--picture", default=str(ROOT / "docs" / "phantom_tracking.png"))
     parser.add_argument("overrides", nargs="*", help="training overrides on top of the preset")
+    add_machine_options(parser)
     args = parser.parse_args()
+    threads = begin(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(args.run) if args.run else out / "run"
@@ -118,6 +122,7 @@ def main() -> None:
     draw({"ground truth": truth, "dipy deterministic": dipy_path, "dwiml deterministic": dwiml_path},
          folder / "wm_mask.nii.gz", Path(args.picture))
     print(f"picture -> {args.picture}")
+    finish(args, threads)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ fitted once, not timed), on the phantom's testing subject, from the same seeds, 
 
 Streamlines per second = seeds tracked (both directions, before the length filter) per second; medians
 of ``--repeats`` runs, measured in one process. Usage:
-    python bench/tracking.py --run RUN_FOLDER [--cache-dir DIR] [--device cpu]
+    python bench/tracking.py --run RUN_FOLDER [--cache-dir DIR] [--device cpu] [--threads 1] [--max-load L]
 (RUN_FOLDER: e.g. a run of ``python train.py experiment=phantom_tracking``.)
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dwiml.tracking.baseline import csd_peaks, track_dipy
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.subject import load_tracking_model, subject_from_hdf5
 from dwiml.tracking.tracker import Tracker, TrackingOptions, volume_inputs
-from timing import median_seconds  # bench/, the script's folder, is on sys.path
+from timing import add_machine_options, begin, finish, median_seconds  # bench/, the script's folder, is on sys.path
 
 BATCH_SIZES = (1, 100, 1000, 10_000)
 
@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    add_machine_options(parser)
     args = parser.parse_args()
+    threads = begin(args)
 
     hdf5 = phantom_hdf5(args.cache_dir)
     name = read_subject_list(hdf5.parent / "subjects" / "testing_subjects.txt")[0]
@@ -76,6 +78,7 @@ def main() -> None:
           f"{len(seeds_np)} seeds in {seconds:.3f} s = {dipy_rate:.1f} streamlines/s ({len(sft)} kept)")
     for batch_size, rate in rates.items():
         print(f"ratio dwiml ({batch_size:>6} together) / dipy: {rate / dipy_rate:.3g}")
+    finish(args, threads)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ as a share of the epoch time, for the default LSTM on the built-in phantom (CPU)
 
 Each overhead is the real trainer method, timed in place while the real run goes on.
 Prints per-epoch medians for two checkpoint settings, side by side. Target: under 5%.
-    python bench/trainer_overhead.py [--epochs 4] [--batches 20] [--cache-dir DIR]
+    python bench/trainer_overhead.py [--epochs 4] [--batches 20] [--cache-dir DIR] [--threads 1] [--max-load L]
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from dwiml.config.schema import register_configs
 from dwiml.data.builtin import phantom_hdf5
 from dwiml.training import trainer as trainer_module
 from dwiml.training.run import build_trainer
+from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 
 def timed(fn, name: str, seconds: dict):
@@ -71,7 +72,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "dwiml-bench")
+    add_machine_options(parser)
     args = parser.parse_args()
+    threads = begin(args)
     phantom_hdf5(args.cache_dir, nb_subjects=3, seed=1234)
     common = [f"trainer.max_batches_per_epoch_training={args.batches}", "trainer.max_batches_per_epoch_validation=2"]
     settings = {"checkpoint every epoch": [],
@@ -84,6 +87,7 @@ def main() -> None:
         detail = ", ".join(f"{p} {1000 * s:.1f} ms" for p, s in parts.items())
         print(f"{name:28s} epoch {epoch:7.2f} s  overhead {1000 * total:7.1f} ms = {100 * total / epoch:5.2f}%  "
               f"({detail})")
+    finish(args, threads)
 
 
 if __name__ == "__main__":
