@@ -47,8 +47,9 @@ def phantom(cache_dir):
 
 @pytest.fixture(scope="module")
 def subject(phantom) -> Subject:
-    hdf5, name, folder = phantom
-    return subject_from_hdf5(hdf5, name, "input", str(folder / "seeding_mask.nii.gz"), "wm_mask")
+    """Seeded anywhere in the white matter: the streamlines continue on both sides of their seed."""
+    hdf5, name, _ = phantom
+    return subject_from_hdf5(hdf5, name, "input", "wm_mask", "wm_mask")
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +328,7 @@ def test_tracking_with_the_latest_epoch(cache_dir, phantom, tmp_path):
 def test_phantom_tracking_preset_composes(cache_dir, tmp_path):
     cfg = compose_run(cache_dir, tmp_path, ["experiment=phantom_tracking", "trainer.max_epochs=3"])
     assert cfg.loader.noise_gaussian_size_forward == 0.7 and cfg.model.nb_previous_dirs == 1
-    assert cfg.trainer.max_epochs == 3 and cfg.step.input_group == "input"
+    assert cfg.trainer.max_epochs == 3 and cfg.step.input_group == "fodf" and cfg.step.add_eos_target
 
 
 def test_tracking_inputs_use_the_runs_neighborhood(cache_dir, tmp_path, phantom):

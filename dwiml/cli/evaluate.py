@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algo", choices=("det", "prob"), default="det", help="dwiml's tracking [%(default)s]")
     parser.add_argument("--eos-threshold", type=float, default=None,
                         help="dwiml's tracking stops where the model's end-of-streamline probability exceeds it")
+    parser.add_argument("--min-end-eos", type=float, default=None,
+                        help="dwiml's tracking keeps the streamlines whose two ends both have at least this "
+                             "end-of-streamline probability (dwiml.tracking.filtering)")
     parser.add_argument("--device", default="cpu", help="[%(default)s]")
     args = parser.parse_args(argv)
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         protocol = Protocol(seeding=args.seeding, seeds_per_voxel=args.seeds_per_voxel,
                             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm,
                             max_length_mm=args.max_length_mm, rng_seed=args.rng_seed, algo=args.algo,
-                            eos_threshold=args.eos_threshold)
+                            eos_threshold=args.eos_threshold, min_end_eos=args.min_end_eos)
         cache_dir = args.cache_dir or os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml")
         evaluation = Evaluation(args.experiment, args.phantom_seeds, args.overrides, protocol,
                                 str(Path(cache_dir).expanduser()), args.device)

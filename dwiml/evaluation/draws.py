@@ -36,8 +36,9 @@ from dwiml.run_folder import RunFolder
 from dwiml.tracking.baseline import fodf_direction_getter, track_dipy
 from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
-from dwiml.tracking.subject import Subject, load_tracking_model, save_tracked, subject_from_hdf5, track_subject
-from dwiml.tracking.tracker import TrackingOptions
+from dwiml.tracking.subject import load_tracking_model, save_tracked, subject_from_hdf5, track_subject
+from dwiml.tracking.filtering import keep_ended
+from dwiml.tracking.tracker import TrackingOptions, volume_inputs
 from dwiml.training.run import build_trainer
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Protocol:
     rng_seed: int = 1234
     algo: str = "det"  # dwiml's tracking: det | prob
     eos_threshold: float | None = None  # dwiml's tracking
+    min_end_eos: float | None = None  # dwiml's tracking: keep streamlines whose both ends have this EOS probability
 
 
 @dataclass
@@ -134,6 +136,10 @@ def score_testing_subject(model_dir: Path, draw: Draw, name: str, protocol: Prot
                               min_length_mm=protocol.min_length_mm, max_length_mm=protocol.max_length_mm,
                               eos_threshold=protocol.eos_threshold, rng_seed=protocol.rng_seed)
     tracked = track_subject(model, spec, subject, options, seeds_per_voxel=protocol.seeds_per_voxel)
+    if protocol.min_end_eos is not None:
+        offsets_vox = spec.neighborhood.offsets_vox(subject.voxel_sizes).float()
+        inputs = volume_inputs(torch.from_numpy(subject.input).to(device), offsets_vox.to(device))
+        tracked = keep_ended(model, inputs, tracked, protocol.min_end_eos)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_tracked(tracked, subject, out_dir / "dwiml.trk")
     candidates = {"dwiml": Packed(tracked.points.double().cpu().numpy(), tracked.lengths.cpu().numpy())}
@@ -153,14 +159,18 @@ def score_testing_subject(model_dir: Path, draw: Draw, name: str, protocol: Prot
     return {method: score(candidates[method], truth) for method in METHODS}
 
 
-def evaluate(evaluation: Evaluation, out_dir: Path) -> dict:
-    """Every draw: select a model on its training and validation subjects, then score each method on
-    its testing subjects. Returns ``{"evaluation": ..., "draws": {seed: {subject: {method: scores}}}}``."""
+def evaluate(evaluation: Evaluation, out_dir: Path, models: dict[int, Path] | None = None) -> dict:
+    """Every draw: select a model on its training and validation subjects (or take ``models[seed]``,
+    selected so before), then score each method on its testing subjects.
+    Returns ``{"evaluation": ..., "draws": {seed: {subject: {method: scores}}}}``."""
     results: dict = {"evaluation": asdict(evaluation), "draws": {}}
     for seed in evaluation.phantom_seeds:
         draw = prepare_draw(evaluation, seed)
-        log.info("draw %d: selecting a model on %s", seed, draw.selection_config.dataset.hdf5_path)
-        best = select_model(draw.selection_config, out_dir / f"draw-{seed}" / "run")
+        if models is not None:
+            best = models[seed]
+        else:
+            log.info("draw %d: selecting a model on %s", seed, draw.selection_config.dataset.hdf5_path)
+            best = select_model(draw.selection_config, out_dir / f"draw-{seed}" / "run")
         results["draws"][str(seed)] = {
             name: score_testing_subject(best, draw, name, evaluation.protocol, out_dir / f"draw-{seed}" / name,
                                evaluation.device)
@@ -169,7 +179,7 @@ def evaluate(evaluation: Evaluation, out_dir: Path) -> dict:
     return results
 
 
-def _per_draw(results: dict) -> dict[str, dict[str, np.ndarray]]:
+def per_draw(results: dict) -> dict[str, dict[str, np.ndarray]]:
     """``{method: {metric: (D,) values}}``: each draw's mean over its testing subjects."""
     draws = list(results["draws"].values())
     return {m: {k: np.array([np.mean([s[m][k] for s in draw.values()]) for draw in draws]) for k in SUMMARY}
@@ -184,7 +194,7 @@ def _bundles(results: dict) -> dict[str, dict[str, dict[str, float]]]:
                 for m in METHODS} for b in names}
 
 
-def _cell(values: np.ndarray) -> str:
+def cell(values: np.ndarray) -> str:
     sd = values.std(ddof=1) if len(values) > 1 else 0.0
     return f"{values.mean():.3f} +- {sd:.3f}"
 
@@ -201,10 +211,10 @@ def draw_table(subjects: dict[str, dict]) -> str:
 def summary(results: dict) -> str:
     """Per-draw tables, the mean +- sd over draws, and the per-bundle table (Markdown)."""
     parts = [f"### draw {seed}\n\n{draw_table(subjects)}" for seed, subjects in results["draws"].items()]
-    per_draw = _per_draw(results)
+    means = per_draw(results)
     lines = [f"### mean +- sd over {len(results['draws'])} draws", "", "| metric | " + " | ".join(METHODS) + " |",
              "|---|" + "---|" * len(METHODS)]
-    lines += [f"| {k} | " + " | ".join(_cell(per_draw[m][k]) for m in METHODS) + " |" for k in SUMMARY]
+    lines += [f"| {k} | " + " | ".join(cell(means[m][k]) for m in METHODS) + " |" for k in SUMMARY]
     parts.append("\n".join(lines))
     lines = ["### per bundle (mean over draws): OL / OR / F1", "",
              "| bundle | configuration | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
