@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -82,7 +83,8 @@ def training_split(loader, step, model, optimizer, count: int) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cache-dir", default="~/.cache/dwiml", help="where the phantom is (or gets) generated")
+    parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"),
+                        help="where the phantom is (or gets) generated [$DWIML_CACHE_DIR or ~/.cache/dwiml: %(default)s]")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import tempfile
 import time
@@ -71,7 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "dwiml-bench")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml")).expanduser(),
+                        help="where the phantom is (or gets) generated [$DWIML_CACHE_DIR or ~/.cache/dwiml: %(default)s]")
     add_machine_options(parser)
     args = parser.parse_args()
     threads = begin(args)

@@ -10,6 +10,7 @@
       checkpoint/         state.pt, and a model folder of the latest weights (see dwiml.models.io)
       best_model/         a model folder
       plots/metrics.png
+      tracked/<subject>.trk   written by the tracking command the run prints at its end
       comet/, tensorboard/   with those loggers
 
 The Hydra resolvers below name the folders in ``conf/train.yaml`` (``hydra.run.dir``,
@@ -38,6 +39,7 @@ METRICS, BATCH_METRICS, GV_METRICS = "metrics.csv", "batch_metrics.csv", "gv_met
 CHECKPOINT, STATE = "checkpoint", "state.pt"
 BEST_MODEL = "best_model"
 PLOTS, METRICS_PLOT = "plots", "metrics.png"
+TRACKED = "tracked"
 COMET, TENSORBOARD = "comet", "tensorboard"
 OUTPUTS, MULTIRUN = "outputs", "multirun"
 
@@ -54,6 +56,10 @@ class RunFolder:
         self.checkpoint, self.best_model = self.root / CHECKPOINT, self.root / BEST_MODEL
         self.metrics_plot = self.root / PLOTS / METRICS_PLOT
         self.comet, self.tensorboard = self.root / COMET, self.root / TENSORBOARD
+
+    def tracked(self, subject: str) -> Path:
+        """Where the run's closing lines suggest writing ``subject``'s tractogram."""
+        return self.root / TRACKED / f"{subject}.trk"
 
     def is_run(self) -> bool:
         """Whether training wrote here (a folder of a sweep, or ``outputs/``, is not a run)."""

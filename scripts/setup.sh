@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv if missing and install dwiml with its test extra into it (again when pyproject.toml changes).
+# Create .venv if missing and install dwiml with its test extra into it (again when pyproject.toml or
+# constraints.txt changes). constraints.txt pins the exact torch of these machines (the CPU wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-  # torch is pinned to its CPU build (torch==2.13.0) in pyproject.toml.
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
   touch .venv/.installed
 fi

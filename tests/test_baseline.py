@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import nibabel as nib
+import pytest
 import numpy as np
 import torch
 from dipy.io.streamline import load_tractogram
@@ -13,6 +14,7 @@ from dwiml.tracking.baseline import track_files
 from dwiml.tracking.seeds import seeds_in_mask
 
 
+@pytest.mark.slow
 def test_baseline_on_phantom_subject(tmp_path):
     make_phantom(tmp_path / "phantom", nb_subjects=3, seed=3)
     subject = tmp_path / "phantom" / "sub-02"

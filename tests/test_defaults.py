@@ -17,7 +17,7 @@ from hydra.utils import get_object
 from omegaconf import MISSING, OmegaConf
 
 import dwiml.conf
-from dwiml.config.schema import SCHEMAS, TrainConfig
+from dwiml.config.schema import SCHEMAS, TrainConfig, schema_name
 
 CONF = Path(dwiml.conf.__file__).parent
 WHOLE_RUN_GROUPS = ("experiment", "hparams_search", "hydra")  # presets of whole runs, and Hydra's own
@@ -42,8 +42,9 @@ def group_presets() -> list[tuple[str, str]]:
 def schema_of(group: str, option: str):
     """The schema a preset names in its defaults list (None for a preset without one, e.g. model=custom)."""
     defaults = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()).get("defaults", [])
-    names = [d.removesuffix("_schema") for d in defaults if isinstance(d, str) and d.endswith("_schema")]
-    return SCHEMAS[group][names[0]] if names else None
+    by_name = {f"/{schema_name(group, name)}@_here_": schema for name, schema in SCHEMAS.get(group, {}).items()}
+    named = [by_name[d] for d in defaults if isinstance(d, str) and d in by_name]
+    return named[0] if named else None
 
 
 def composed(overrides: list[str]):
@@ -105,6 +106,7 @@ def test_experiment_presets_pin_every_setting(experiment):
     assert sorted(wanted - leaves(text)) == []
 
 
+@pytest.mark.slow
 def test_importing_dwiml_registers_nothing_in_hydra():
     code = ("import dwiml.models, dwiml.models.io, dwiml.training.run, dwiml.tracking.subject, dwiml.config\n"
             "from hydra.core.config_store import ConfigStore\n"

@@ -49,6 +49,7 @@ def validation(cache_dir):
     return root / "phantom.hdf5", root / "subjects" / name
 
 
+@pytest.mark.slow
 def test_metrics_logged_on_the_chosen_epochs_only_and_monitored(run_dir):
     with open(run_dir / "gv_metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -76,6 +77,7 @@ def transformer_dir(cache_dir, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_run", ["run_dir", "transformer_dir"])
 def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass(model_run, validation, request):
     model, spec = load_model(request.getfixturevalue(model_run) / "best_model", "cpu")
@@ -107,6 +109,7 @@ def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass
     torch.testing.assert_close(step_mm, torch.full_like(step_mm, 1.0), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_metrics_equal_an_independent_computation_from_the_files(run_dir, validation):
     hdf5, folder = validation
     model, spec = load_model(run_dir / "best_model", "cpu")

@@ -139,7 +139,7 @@ def test_volumes_concatenated_and_root_attributes(subjects_dir, hdf5_path):
         assert json.loads(h5.attrs["groups_config"]) == GROUPS
         assert h5.attrs["format_version"] == 1
         assert json.loads(h5.attrs["creation"]) == {"compression": None, "skipped_subjects": {},
-                                                    "enforce_files_presence": True}
+                                                    "enforce_files_presence": True, "removed_invalid": {}}
 
 
 def test_dps_dpp_connectivity_and_sorted_globs(dwi_subjects, dwi_hdf5):
@@ -432,6 +432,7 @@ def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
+@pytest.mark.slow
 def test_cli_create_with_processes_then_info_and_extract(dwi_subjects, dwi_hdf5, tmp_path):
     (tmp_path / "groups.yaml").write_text(yaml.safe_dump(DWI_GROUPS, sort_keys=False))
     for subset, names in zip(("train", "valid"), DWI_SUBJECTS):

@@ -366,6 +366,7 @@ def test_head_options_are_checked_at_composition(cache_dir, tmp_path):
         compose_run(cache_dir, tmp_path, ["model.head.eos_weight=high"])
 
 
+@pytest.mark.slow
 def test_cli_selects_a_head():
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(root / "train.py"), "model/head=fisher_von_mises", "--cfg", "job"],

@@ -47,6 +47,7 @@ def test_training_with_tensorboard_logs_every_metric(cache_dir, tmp_path):  # no
         assert [v for _, v in values] == pytest.approx([float(r[name]) for r in rows], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resumed_offline_run_continues_the_same_comet_experiment(cache_dir, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     cli(tmp_path, cache_dir, "logger=comet_offline", *TINY, f"hydra.run.dir={run}")
@@ -65,6 +66,7 @@ def test_a_resumed_offline_run_continues_the_same_comet_experiment(cache_dir, tm
     assert archives == {"create": [1], "get": [2]}  # `comet upload` adds the second to the same experiment
 
 
+@pytest.mark.slow
 def test_several_loggers_at_once(cache_dir, tmp_path):  # noqa: F811
     run_training(cache_dir, tmp_path, ["logger=comet_offline_tensorboard", *TINY])
     key = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["logger_key"]

@@ -20,7 +20,7 @@ from dwiml.errors import DwimlError
 from dwiml.models.embeddings import CNNEmbedding
 from dwiml.models.interface import merge_streamlines, select_streamlines
 from dwiml.models.io import build_model, load_model, save_model
-from dwiml.models.packing import pack, unpack
+from dwiml.models.packing import pack, pad, prefer_padded, unpack, unpad
 from dwiml.models.transformer import Attention, sinusoidal_positions
 from dwiml.tracking.subject import load_tracking_model
 from dwiml.training.steps import OneInputStep
@@ -56,6 +56,34 @@ def test_pack_equals_torch_pack_sequence():
     padded, _ = pad_packed_sequence(rnn(reference)[0], batch_first=True)
     expected = torch.cat([padded[i, :n] for i, n in enumerate(lengths.tolist())])
     torch.testing.assert_close(ours, expected)
+
+
+def test_pad_and_unpad_are_time_major_and_inverse():
+    lengths = torch.tensor([3, 1, 2])
+    x = torch.arange(6.0)[:, None]
+    padded, index = pad(x, lengths)
+    assert padded[..., 0].tolist() == [[0.0, 3.0, 4.0], [1.0, 0.0, 5.0], [2.0, 0.0, 0.0]]
+    assert torch.equal(unpad(padded, index), x)
+    assert prefer_padded(lengths) and not prefer_padded(torch.tensor([30, 1, 1, 1, 1]))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_linear_embeddings"])
+def test_learn2track_padded_sequences_equal_packed_sequences(name):
+    """The padded layout (the fast path) gives the outputs and gradients of the PackedSequence one."""
+    torch.manual_seed(0)
+    model = build_model(TRACKING_MODELS[name])
+    lengths = torch.tensor([4, 9, 1, 6])
+    inputs, dirs = torch.randn(20, 5), torch.randn(20, 3)
+    results = {}
+    for padded in (True, False):
+        model.padded = padded
+        model.zero_grad(set_to_none=True)
+        out = model(inputs, lengths, dirs)
+        out.square().sum().backward()
+        results[padded] = out.detach(), [p.grad.clone() for p in model.parameters()]
+    torch.testing.assert_close(results[True][0], results[False][0])
+    for fast, reference in zip(results[True][1], results[False][1]):
+        torch.testing.assert_close(fast, reference)
 
 
 def test_previous_directions_are_unit_and_zero_before_the_start():
@@ -256,6 +284,7 @@ HEAD_PRESETS = ["cosine", "l2", "cosine_l2", "sphere_classification", "smooth_sp
                 "gaussian_mixture", "fisher_von_mises", "fisher_von_mises_mixture"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", HEAD_PRESETS)
 @pytest.mark.parametrize("model", TINY)
 def test_every_model_and_head_trains_and_reloads(cache_dir, tmp_path, model, head):

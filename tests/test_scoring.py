@@ -8,21 +8,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
-from dipy.io.streamline import load_tractogram, save_tractogram
+from dipy.io.stateful_tractogram import Origin, Space
+from dipy.io.streamline import load_tractogram
 
 from dwiml.cli.score import main as score_main
 from dwiml.data.phantom import SHAPE as PHANTOM_SHAPE
 from dwiml.data.phantom import BUNDLE_DESIGNS, NB_STREAMLINES, make_phantom
 from dwiml.evaluation.scoring import Packed, load_ground_truth, load_streamlines, score, score_files
-from helpers import AFFINE, SHAPE, random_streamlines
-
-
-def save_trk(path: Path, lines: list[np.ndarray], reference: Path) -> Path:
-    sft = StatefulTractogram([np.asarray(s, dtype=np.float32) for s in lines], str(reference), Space.VOX,
-                             origin=Origin.NIFTI)
-    save_tractogram(sft, str(path), bbox_valid_check=False)
-    return path
+from helpers import AFFINE, SHAPE, random_streamlines, save_trk
 
 
 def straight(y: float, z: float, x0: float = 0.0, x1: float = 11.0) -> np.ndarray:

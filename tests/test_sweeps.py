@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import matplotlib.image
+import pytest
 import yaml
 from hydra import compose, initialize_config_module
 from helpers import ROOT, cli, metrics, run_training
@@ -26,6 +27,7 @@ def best_valid_loss(run_dir) -> float:
     return min(float(row["valid_loss"]) for row in metrics(run_dir))
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_parallel_processes_and_plots_them(cache_dir, tmp_path):  # noqa: F811
     result = cli(tmp_path, cache_dir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  "optim=adam,sgd", *TINY)
@@ -39,6 +41,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes_and_plots_them(cache_dir, 
     assert image.shape[0] == 640 and image.shape[1] > 800  # widened for the legend of the two runs
 
 
+@pytest.mark.slow
 def test_optuna_search_minimizes_the_best_validation_loss(cache_dir, tmp_path):  # noqa: F811
     cli(tmp_path, cache_dir, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
         "model.hidden_sizes=choice([8],[16])", *TINY)
@@ -85,6 +88,7 @@ def test_slurm_launcher_preset_composes_with_requeue():
     assert launcher.max_num_timeout > 0 and launcher.additional_parameters.requeue is True
 
 
+@pytest.mark.slow
 def test_a_failed_optuna_trial_does_not_end_the_search(cache_dir, tmp_path):  # noqa: F811
     cli(tmp_path, cache_dir, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
         "hydra.sweeper.max_failure_rate=1.0", "step.input_group=choice(nope,input)", "model.hidden_sizes=[8]", *TINY)

@@ -9,12 +9,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from dipy.io.streamline import load_tractogram
+from dipy.io.stateful_tractogram import Space, StatefulTractogram
+from dipy.io.streamline import load_tractogram, save_tractogram
+from dipy.tracking.stopping_criterion import ActStoppingCriterion, CmcStoppingCriterion
 from omegaconf import OmegaConf
+from scipy.ndimage import map_coordinates
 from scipy.ndimage import binary_dilation
 
 from helpers import compose_run
 from dwiml.cli import track as track_cli
+from dwiml.cli import track_merge as merge_cli
 from dwiml.cli import visualize_loss as loss_cli
 from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
 from dwiml.data.interpolation import trilinear
@@ -194,6 +198,123 @@ def test_cli_from_a_run_folder(run_dir, phantom, tmp_path, suffix, capsys):
     if suffix != ".tck":  # TCK has no per-streamline data
         assert sft.data_per_streamline["seeds"].shape == (len(sft), 3)
     np.testing.assert_allclose(sft.affine, nib.load(reference).affine)
+
+
+def test_cli_mask_interpolation(run_dir, phantom, tmp_path):
+    """--mask-interp trilinear: every point but the seed and the last one has a trilinearly interpolated mask value
+    >= 0.5 (scipy's map_coordinates); nearest (the default) reads the voxel of the point."""
+    hdf5, name, folder = phantom
+    mask = nib.load(folder / "wm_mask.nii.gz").get_fdata()
+    values = {}
+    for mode in ("nearest", "trilinear"):
+        out = tmp_path / f"{mode}.trk"
+        track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+                        str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "100",
+                        "--min-length-mm", "0", "--mask-interp", mode, "--keep-last-point", "--forward-only"])
+        sft = load_tractogram(str(out), "same")
+        sft.to_vox()
+        sft.to_center()
+        inner = np.concatenate([s[1:-1] for s in sft.streamlines if len(s) > 2])
+        values[mode] = (map_coordinates(mask, inner.T, order=1, mode="grid-constant"),
+                        mask[tuple(np.floor(inner + 0.5).astype(int).T)])
+    trilinear_values, _ = values["trilinear"]
+    assert trilinear_values.min() >= 0.5 - 1e-5
+    nearest_trilinear, nearest_voxel = values["nearest"]
+    assert nearest_voxel.min() == 1 and nearest_trilinear.min() < 0.5  # nearest goes where trilinear stops
+
+
+@pytest.mark.parametrize("rule", ["act", "cmc"])
+def test_cli_anatomically_constrained_tracking_from_the_interface(run_dir, phantom, tmp_path, rule):
+    """--act with include = outside the WM, exclude = a slab of the WM, seeds at the WM/GM interface:
+    by dipy's ActStoppingCriterion on the same maps, both ends of every kept streamline are ENDPOINTs
+    and every other point (but the seed) a TRACKPOINT; streamlines crossing the slab are rejected.
+    --cmc: both ends in the include map (dipy's CmcStoppingCriterion.get_include > 0)."""
+    hdf5, name, folder = phantom
+    wm_image = nib.load(folder / "wm_mask.nii.gz")
+    wm = wm_image.get_fdata()
+    exclude = np.zeros_like(wm)
+    exclude[:, :, wm.shape[2] // 2] = wm[:, :, wm.shape[2] // 2]
+    for data, file in ((1 - wm, "include.nii.gz"), (exclude, "exclude.nii.gz")):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), wm_image.affine), tmp_path / file)
+    out = tmp_path / "act.trk"
+    track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seed-interface", "wm_mask",
+                    str(tmp_path / "include.nii.gz"), f"--{rule}", str(tmp_path / "include.nii.gz"),
+                    str(tmp_path / "exclude.nii.gz"), "--nb-seeds", "300", "--min-length-mm", "0",
+                    "--max-angle-deg", "180"])  # lets this barely trained model go on past its seed
+    sft = load_tractogram(str(out), "same")
+    sft.to_vox()
+    sft.to_center()
+    assert 10 < len(sft) < 300
+    if rule == "cmc":
+        cmc = CmcStoppingCriterion(1 - wm, exclude, 1.0, 2.0)
+        assert all(cmc.get_include(line[i].astype(np.float64)) > 0 for line in sft.streamlines for i in (0, -1))
+        return
+    dipy = ActStoppingCriterion(1 - wm, exclude)
+    for line, seed in zip(sft.streamlines, sft.data_per_streamline["seeds"]):
+        statuses = np.array([int(dipy.check_point(p)) for p in line.astype(np.float64)])
+        assert statuses[0] == statuses[-1] == 2
+        others = np.linalg.norm(line[1:-1] - seed, axis=1) > 1e-4
+        assert np.all(statuses[1:-1][others] == 1)
+
+
+def test_merged_seed_shards_equal_the_single_job(run_dir, phantom, tmp_path, capsys):
+    """Probabilistic, both directions, 5 chunks of 20 seeds over 3 shards (with 1 or 2 chunks each):
+    the merge (shards given in any order, an empty one too) equals the unsharded output, streamline
+    for streamline."""
+    hdf5, name, folder = phantom
+
+    def track(out, *options):
+        track_cli.main([str(run_dir), str(out), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+                        str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "90",
+                        "--min-length-mm", "3", "--algo", "prob", "--batch-size", "20", *options])
+        return load_tractogram(str(out), "same")
+
+    single = track(tmp_path / "single.trk")
+    shards = [tmp_path / f"shard{i}.trk" for i in (1, 2, 3)]
+    parts = [track(path, "--seed-shard", f"{i}/3") for i, path in enumerate(shards, start=1)]
+    ids = [set(p.data_per_streamline["seed_ids"][:, 0].astype(int)) for p in parts]
+    assert all(ids) and not ids[0] & ids[1] and not ids[1] & ids[2] and max(ids[0]) < 20 <= min(ids[1])
+    assert len(track(tmp_path / "empty.trk", "--seed-shard", "1/6")) == 0  # 5 chunks, 6 shards: one has none
+    merge_cli.main([str(tmp_path / "merged.trk"), *map(str, reversed(shards)), str(tmp_path / "empty.trk")])
+    assert capsys.readouterr().out.strip().endswith(f"{len(single)} streamlines -> {tmp_path / 'merged.trk'}")
+    merged = load_tractogram(str(tmp_path / "merged.trk"), "same")
+    assert 20 < len(merged) == len(single) < 90
+    for a, b in zip(merged.streamlines, single.streamlines):
+        np.testing.assert_array_equal(a, b)
+    for key in ("seeds", "seed_ids"):
+        np.testing.assert_array_equal(merged.data_per_streamline[key], single.data_per_streamline[key])
+    other = track(tmp_path / "other.trk", "--rng-seed", "7")  # the draws do depend on the seed
+    assert len(other) != len(single) or any(len(a) != len(b) or not np.allclose(a, b)
+                                            for a, b in zip(other.streamlines, single.streamlines))
+    bad = {"share seeds": [shards[0], shards[0]], "a .tck keeps no seed ids": [tmp_path / "x.tck"],
+           "not written by dwiml-track": [tmp_path / "plain.trk"], "expected I/N": None, "need 1 <= I <= N": None}
+    save_tractogram(StatefulTractogram(single.streamlines, single, Space.RASMM), str(tmp_path / "plain.trk"))
+    for message, paths in bad.items():
+        with pytest.raises(SystemExit) as e:
+            if paths is None:
+                track(tmp_path / "y.trk", "--seed-shard", "2" if message == "expected I/N" else "4/3")
+            else:
+                merge_cli.main([str(tmp_path / "y.trk"), *map(str, paths)])
+        assert e.value.code.startswith("dwiml-") and message in e.value.code
+        assert not (tmp_path / "y.trk").exists()
+
+
+def test_cli_batch_size_auto(run_dir, phantom, tmp_path, capsys):
+    """--batch-size auto prints the size it chose (here the cap: an LSTM's state is small), and
+    tracks as that number given explicitly does."""
+    hdf5, name, folder = phantom
+    common = [str(run_dir), "--hdf5", str(hdf5), "--subject", name, "--seeding-mask",
+              str(folder / "seeding_mask.nii.gz"), "--tracking-mask", "wm_mask", "--nb-seeds", "50"]
+    track_cli.main([common[0], str(tmp_path / "auto.trk"), *common[1:], "--batch-size", "auto"])
+    chosen = int(capsys.readouterr().out.split("batch size: ")[1].split()[0])
+    assert chosen == 100_000
+    track_cli.main([common[0], str(tmp_path / "fixed.trk"), *common[1:], "--batch-size", str(chosen)])
+    auto, fixed = (load_tractogram(str(tmp_path / f"{n}.trk"), "same") for n in ("auto", "fixed"))
+    assert len(auto) == len(fixed) > 0
+    for a, b in zip(auto.streamlines, fixed.streamlines):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit):
+        track_cli.main([common[0], str(tmp_path / "x.trk"), *common[1:], "--batch-size", "many"])
 
 
 def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):

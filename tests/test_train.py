@@ -32,6 +32,7 @@ def test_two_epochs_write_a_complete_run_folder(cache_dir, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
     small = ("model.hidden_sizes=[16]", "trainer.max_batches_per_epoch_training=3")
     cli(tmp_path, cache_dir, "trainer.max_epochs=2", *small)
@@ -52,6 +53,7 @@ def test_cli_run_folder_then_resume_equals_an_uninterrupted_run(cache_dir, tmp_p
     assert refused.returncode != 0 and "cannot override model.rnn_type=gru" in refused.stderr + refused.stdout
 
 
+@pytest.mark.slow
 def test_cli_multirun_makes_one_folder_per_job(cache_dir, tmp_path):
     cli(tmp_path, cache_dir, "-m", "optim=adam,radam", "trainer.max_epochs=1")
     jobs = sorted((tmp_path / "multirun").glob("*/*/*/metrics.csv"))
@@ -59,6 +61,7 @@ def test_cli_multirun_makes_one_folder_per_job(cache_dir, tmp_path):
     assert all((j.parent / "best_model" / "model.pt").is_file() for j in jobs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", ["missing", "empty"])
 def test_cli_resume_needs_a_run_folder_with_a_checkpoint(cache_dir, tmp_path, folder):
     (tmp_path / "empty").mkdir()
@@ -67,6 +70,7 @@ def test_cli_resume_needs_a_run_folder_with_a_checkpoint(cache_dir, tmp_path, fo
     assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["lstm", "gru"])
 @pytest.mark.parametrize("optim", ["adam", "adamw", "radam", "sgd"])
 def test_every_model_and_optimizer_preset_trains(cache_dir, tmp_path, model, optim):

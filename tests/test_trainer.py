@@ -74,6 +74,7 @@ def uninterrupted(cache_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_is_bit_identical(cache_dir, uninterrupted, tmp_path):
     run = tmp_path / "run"
     for nb_rows in (3, 7):  # mid-epoch 1 (between two optimizer steps), then early in epoch 2
@@ -86,6 +87,7 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(cache_dir, uninterrupted,
     assert_same_run(run, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_mid_epoch_and_exits_resumable(cache_dir, uninterrupted, tmp_path):
     run = tmp_path / "run"
     process = start(run, cache_dir, *RESUMED)
@@ -114,6 +116,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(cache_dir, tmp_path):
     assert [r["epoch"] for r in metrics(tmp_path)] == ["1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, overrides, expected", [
     ("constant", [], lambda lr, e: lr),
     ("step", ["scheduler.step_size=1", "scheduler.gamma=0.5"], lambda lr, e: lr * 0.5 ** e),
@@ -153,6 +156,7 @@ def test_accumulation_ema_and_precision(cache_dir, tmp_path):
     assert math.isfinite(float(metrics(tmp_path)[0]["valid_loss"]))
 
 
+@pytest.mark.slow
 def test_compile_wraps_the_model(tmp_path):
     model = torch.nn.Linear(3, 1)
     trainer = Trainer(model, {}, functools.partial(torch.optim.SGD, lr=0.1), step=None, train_loader=None,
@@ -161,6 +165,7 @@ def test_compile_wraps_the_model(tmp_path):
     torch.testing.assert_close(trainer.forward_model(torch.ones(1, 3)), model(torch.ones(1, 3)))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_the_cpu(cache_dir, tmp_path):
     run = tmp_path / "run"
     torchrun = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone")

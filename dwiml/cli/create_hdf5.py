@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
+        from dwiml.data.hdf5 import create_hdf5, load_groups_config, open_hdf5, read_subject_list, subject_lists
 
         lists = [read_subject_list(f) if f else [] for f in
                  (args.training_subjects, args.validation_subjects, args.testing_subjects)]
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
                           enforce_files_presence=args.enforce_files_presence, processes=args.processes,
                           compression=None if args.compression == "none" else args.compression,
                           save_intermediate=args.save_intermediate)
-        print(f"wrote {out} ({sum(map(len, lists))} subjects listed)")
+        with open_hdf5(out) as h5:
+            counts = ", ".join(f"{len(names)} {subset}" for subset, names in subject_lists(h5).items())
+        print(f"wrote {out}: {counts} subjects")
 
     run_command("dwiml-create-hdf5", body)
 

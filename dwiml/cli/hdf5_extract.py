@@ -1,4 +1,4 @@
-"""``dwiml-hdf5-extract FILE SUBJECT GROUP OUT``: write one group of a dwiml HDF5 to NIfTI or a tractogram."""
+"""``dwiml-hdf5-extract FILE SUBJECT GROUP OUT``: write a group of a dwiml HDF5 to NIfTI or a tractogram (or .npy)."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("subject", help="subject name")
     parser.add_argument("group", help="group name")
     parser.add_argument("out", help="volume group: .nii or .nii.gz; streamline group: .trk, .tck or .trx "
-                                    "(.trk and .trx keep data_per_streamline and data_per_point)")
+                                    "(.trk and .trx keep data_per_streamline and data_per_point); "
+                                    "with --connectivity: .npy")
+    parser.add_argument("--connectivity", action="store_true",
+                        help="write the streamline group's stored connectivity matrix instead")
     args = parser.parse_args(argv)
 
     def body() -> None:
-        from dwiml.data.hdf5_tools import extract
+        from dwiml.data.hdf5_tools import extract, extract_connectivity
 
-        print(f"wrote {extract(args.hdf5, args.subject, args.group, args.out)}")
+        write = extract_connectivity if args.connectivity else extract
+        print(f"wrote {write(args.hdf5, args.subject, args.group, args.out)}")
 
     run_command("dwiml-hdf5-extract", body)
 

@@ -26,12 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        import nibabel as nib
-        import numpy as np
-
         from dwiml.data.dataset import MultiSubjectDataset
         from dwiml.errors import DwimlError
-        from dwiml.evaluation.point_loss import find_subject, point_losses, save_histogram, save_loss_tractogram
+        from dwiml.evaluation.point_loss import point_losses, save_histogram, save_loss_tractogram, subject_reference
         from dwiml.tracking.subject import load_tracking_model
 
         if Path(args.out).suffix not in (".trk", ".trx"):
@@ -42,10 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
         dataset = MultiSubjectDataset(hdf5, lazy=True)
         streamlines, losses = point_losses(model, spec, dataset, args.subject, args.batch_size, args.allow_mismatch)
-        subset, index = find_subject(dataset, args.subject)
-        group = spec.input_group
-        shape = dataset.subset(subset).volume(index, group).shape[:3]
-        reference = nib.Nifti1Image(np.zeros(shape, np.uint8), dataset.subset(subset).affine(index, group))
+        reference = subject_reference(dataset, args.subject, spec.input_group)
         out = save_loss_tractogram(streamlines, losses, reference, args.out)
         png = save_histogram(losses, args.histogram or Path(args.out).with_suffix(".png"), args.subject)
         print(f"{len(streamlines)} streamlines -> {out}; histogram -> {png}")

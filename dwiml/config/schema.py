@@ -35,6 +35,7 @@ class HDF5DatasetConfig:
 class SamplerConfig:
     _target_: str = "dwiml.data.sampler.BatchSampler"
     batch_size: float = MISSING
+    validation_batch_size: Optional[float] = MISSING
     unit: str = MISSING
     nb_subjects_per_batch: int = MISSING
     cycles: int = MISSING
@@ -337,6 +338,7 @@ class TrainConfig:
     device: str = MISSING
     num_workers: int = MISSING
     resume: Optional[str] = MISSING
+    demo: bool = MISSING  # a short demonstration (the default settings), not a recipe: said at the end of the run
 
 
 SCHEMAS = {
@@ -362,6 +364,14 @@ SCHEMAS = {
 }
 
 
+def schema_name(group: str, name: str) -> str:
+    """The ConfigStore name of a group's schema, e.g. ``model_head_cosine_schema``. Schemas are stored
+    at the root, outside their group, so that they are no choice of it: a preset names its schema in
+    its defaults list as ``/<schema_name>@_here_``, and neither the help page nor shell completion
+    (which list group options only) shows them."""
+    return f"{group.replace('/', '_')}_{name}_schema"
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore and register the run folder's resolvers (the app does
     this once, before Hydra composes its config; importing dwiml registers nothing)."""
@@ -369,5 +379,5 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
-            cs.store(group=group, name=f"{name}_schema", node=node)
+            cs.store(name=schema_name(group, name), node=node)
     run_folder.register_resolvers()

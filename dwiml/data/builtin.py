@@ -24,17 +24,23 @@ def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) 
         return hdf5_path
     log.info("generating the phantom (%d subjects, seed %d) into %s", nb_subjects, seed, folder)
     with atomic_folder(folder, replace=False) as tmp:  # another process may generate it at the same time
-        subjects = tmp / "subjects"
+        subjects = phantom_subjects_dir(tmp / hdf5_path.name)
         make_phantom(subjects, nb_subjects=nb_subjects, seed=seed)
         create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / hdf5_path.name,
                     *(read_subject_list(subjects / f"{s}_subjects.txt") for s in SUBSETS))
     return hdf5_path
 
 
+def phantom_subjects_dir(hdf5_path: str | Path) -> Path:
+    """The folder of the phantom's per-subject files (see :func:`dwiml.data.phantom.write_subject`)
+    beside its HDF5."""
+    return Path(hdf5_path).parent / "subjects"
+
+
 def phantom_selection_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) -> Path:
     """An HDF5 of the phantom's training and validation subjects only (built once, next to
     :func:`phantom_hdf5`'s): what model selection may see, with no testing subject in it."""
-    subjects = phantom_hdf5(cache_dir, nb_subjects, seed).parent / "subjects"
+    subjects = phantom_subjects_dir(phantom_hdf5(cache_dir, nb_subjects, seed))
     path = subjects.parent / "selection.hdf5"
     if not path.is_file():
         create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), path,

@@ -5,13 +5,15 @@ Layout::
     /                     attrs: format="dwiml", format_version, training_subjects,
                                  validation_subjects, testing_subjects (JSON lists),
                                  groups_config (JSON), space="vox", origin="nifti",
-                                 creation (JSON: compression, enforce_files_presence, skipped_subjects)
+                                 creation (JSON: compression, enforce_files_presence, skipped_subjects,
+                                 removed_invalid: {subject: {group: streamlines dropped}})
     /<subject>/<volume group>       attrs: type="volume", affine, voxel_sizes, nb_features,
                                            standardization, files, and as declared in the groups
                                            config: sh_basis, sh_order, channel_names (JSON)
         data        (X, Y, Z, F) float32, chunked in blocks of 16^3 voxels x F channels
     /<subject>/<streamline group>   attrs: type="streamlines", affine, dimensions, voxel_sizes,
-                                           voxel_order, files, resampling (JSON, e.g. {"step_size_mm": 1.0})
+                                           voxel_order, files, resampling (JSON, e.g. {"step_size_mm": 1.0}),
+                                           removed_invalid (with remove_invalid: streamlines dropped)
         points      (N, 3) float32, dwiml voxel space (see dwiml.data.coords)
         offsets     (B,) int64, lengths (B,) int64, lengths_mm (B,) float32
         data_per_streamline/<key>   (B, ...)   kept dps_keys
@@ -49,12 +51,15 @@ log = logging.getLogger(__name__)
 FORMAT = "dwiml"
 FORMAT_VERSION = 1
 SUBSETS = ("training", "validation", "testing")
+EMPTY_SET_CONSEQUENCES = {"training": "this file cannot train a model",
+                          "validation": "training on it monitors train_loss (no validation loss, no "
+                                        "generation validation)"}
 STANDARDIZATIONS = ("none", "all", "independent", "per_file")
 COMPRESSIONS = ("gzip", "lzf")
 CHUNK_VOXELS = 16
 GROUP_KEYS = {
     "volume": {"type", "files", "standardization", "std_mask", *DECLARATION_KEYS},
-    "streamlines": {"type", "files", "dps_keys", "dpp_keys", *RESAMPLING_KEYS,
+    "streamlines": {"type", "files", "dps_keys", "dpp_keys", "remove_invalid", *RESAMPLING_KEYS,
                     "connectivity_matrix", "connectivity_labels", "connectivity_nb_blocs"},
 }
 
@@ -78,8 +83,10 @@ def check_groups_config(config: dict, where: str = "groups config") -> None:
         here = f"{where}, group '{name}'"
         if not isinstance(group, dict) or group.get("type") not in GROUP_KEYS:
             raise DwimlError(f"{here}: 'type' must be 'volume' or 'streamlines'")
-        if not group.get("files") or not isinstance(group["files"], list):
-            raise DwimlError(f"{here}: 'files' must be a non-empty list")
+        files = group.get("files")
+        names = [files] if isinstance(files, str) else files if isinstance(files, list) else None
+        if not names or not all(isinstance(f, str) and f for f in names):
+            raise DwimlError(f"{here}: 'files' must be a file name (or glob pattern) or a non-empty list of them")
         unknown = set(group) - GROUP_KEYS[group["type"]]
         if unknown:
             raise DwimlError(f"{here}: unknown key(s) {sorted(unknown)}; allowed: {sorted(GROUP_KEYS[group['type']])}")
@@ -93,6 +100,8 @@ def check_groups_config(config: dict, where: str = "groups config") -> None:
         if resampling and group.get("dpp_keys"):
             raise DwimlError(f"{here}: dpp_keys cannot be kept when resampling ({resampling[0]})")
         if group["type"] == "streamlines":
+            if not isinstance(group.get("remove_invalid", False), bool):
+                raise DwimlError(f"{here}: remove_invalid must be true or false")
             _check_connectivity(group, here)
         else:
             check_declaration(group, here)
@@ -129,7 +138,8 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
     ``if __name__ == "__main__"`` guard) and written by this one, as h5py writes from one process.
     The file is written under a temporary name and renamed only when complete.
     With ``enforce_files_presence=False``, a subject missing a file of a group is skipped with a
-    warning and left out of its subject list (listed in the ``creation`` attribute). Compression:
+    warning and left out of its subject list (listed in the ``creation`` attribute). An empty training or
+    validation set is reported with a warning. Compression:
     ``"gzip"``, ``"lzf"`` or None. ``save_intermediate``: a folder receiving each subject's groups
     as ``<subject>/<group>.nii.gz`` / ``.trk``.
     """
@@ -142,6 +152,7 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
     names = [name for subset in subsets.values() for name in subset]
     read = partial(_read_or_skip, groups_config=groups_config, enforce_files_presence=enforce_files_presence)
     skipped: dict[str, str] = {}
+    removed: dict[str, dict[str, int]] = {}
     with atomic_path(out_path) as tmp_path:
         with _mapped(read, [subjects_dir / n for n in names], processes) as results, \
                 h5py.File(tmp_path, "w") as h5:
@@ -151,17 +162,22 @@ def create_hdf5(subjects_dir: str | Path, groups_config: dict, out_path: str | P
                     skipped[name] = result
                     continue
                 for group_name, group in result.items():
-                    _write_group(h5.require_group(name), group_name, group, compression)
+                    if group.attrs.get("removed_invalid"):
+                        log.warning("subject '%s', group '%s': removed %d streamline(s) leaving the volume",
+                                    name, group_name, group.attrs["removed_invalid"])
+                        removed.setdefault(name, {})[group_name] = int(group.attrs["removed_invalid"])
+                    write_group(h5.require_group(name), group_name, group, compression)
                     if save_intermediate is not None:
                         _save_intermediate(Path(save_intermediate) / name, group_name, group)
             if len(skipped) == len(names):
                 raise DwimlError(f"every subject was skipped for missing files: {skipped}")
-            h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, space="vox", origin="nifti",
-                            groups_config=json.dumps(groups_config),
-                            creation=json.dumps({"compression": compression, "skipped_subjects": skipped,
-                                                 "enforce_files_presence": enforce_files_presence}))
-            for subset, subjects in subsets.items():
-                h5.attrs[f"{subset}_subjects"] = json.dumps([s for s in subjects if s not in skipped])
+            stored = {subset: [s for s in subjects if s not in skipped] for subset, subjects in subsets.items()}
+            write_root_attrs(h5, groups_config, stored, {"compression": compression, "skipped_subjects": skipped,
+                                                         "enforce_files_presence": enforce_files_presence,
+                                                         "removed_invalid": removed})
+    for subset, consequence in EMPTY_SET_CONSEQUENCES.items():
+        if not stored[subset]:
+            log.warning("%s: no %s subjects%s: %s", out_path, subset, " left" if subsets[subset] else "", consequence)
     return out_path
 
 
@@ -197,7 +213,16 @@ def _in_order(pool, function: Callable, items: list, window: int) -> Iterator:
         yield pending.popleft().get()
 
 
-def _write_group(parent: h5py.Group, name: str, group: GroupArrays, compression: str | None) -> None:
+def write_root_attrs(h5: h5py.File, groups_config: dict, subsets: dict[str, list[str]], creation: dict) -> None:
+    """The root attributes of a dwiml HDF5 (layout in the module docstring)."""
+    h5.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, space="vox", origin="nifti",
+                    groups_config=json.dumps(groups_config), creation=json.dumps(creation))
+    for subset, subjects in subsets.items():
+        h5.attrs[f"{subset}_subjects"] = json.dumps(subjects)
+
+
+def write_group(parent: h5py.Group, name: str, group: GroupArrays, compression: str | None) -> None:
+    """One subject's group, volumes chunked in blocks for lazy reads."""
     out = parent.create_group(name)
     out.attrs.update(group.attrs)
     for key, array in group.datasets.items():

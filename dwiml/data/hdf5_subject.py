@@ -56,7 +56,7 @@ def read_subject(subject_dir: Path, groups_config: dict) -> dict[str, GroupArray
     for name, group in groups_config.items():
         for key in ("files", "std_mask", "connectivity_matrix", "connectivity_labels"):
             if group.get(key):
-                _expand(subject_dir, _where(subject_dir, name), _as_list(group[key]))
+                _expand(subject_dir, _where(subject_dir, name), group[key])
     first = next(n for n, g in groups_config.items() if g["type"] == "volume")
     reference = _Reference(first, _expand(subject_dir, "", groups_config[first]["files"])[0])
     return {name: (_read_volume_group if group["type"] == "volume" else _read_streamline_group)(
@@ -116,10 +116,11 @@ def _where(subject_dir: Path, group: str) -> str:
     return f"subject '{subject_dir.name}', group '{group}'"
 
 
-def _expand(subject_dir: Path, where: str, patterns: list[str]) -> list[Path]:
-    """Files matching glob patterns (relative to the subject folder), each pattern's matches sorted."""
+def _expand(subject_dir: Path, where: str, patterns: str | list[str]) -> list[Path]:
+    """Files matching glob patterns (one, or a list; relative to the subject folder), each pattern's
+    matches sorted."""
     files: list[Path] = []
-    for pattern in patterns:
+    for pattern in _as_list(patterns):
         matches = sorted(glob.glob(str(subject_dir / pattern)))
         if not matches:
             raise MissingFileError(f"{where}: no file {subject_dir / pattern}")
@@ -158,7 +159,7 @@ def _read_volume_group(subject_dir: Path, name: str, group: dict, reference: _Re
     mode = group.get("standardization", "none")
     mask = None
     if mode != "none" and group.get("std_mask"):
-        masks = _expand(subject_dir, where, _as_list(group["std_mask"]))
+        masks = _expand(subject_dir, where, group["std_mask"])
         mask = np.any([np.asarray(_load_image(f, first, where).dataobj) > 0 for f in masks], axis=0)
     if mode == "per_file":
         data = np.concatenate([standardize(a, mask, per_channel=False, where=where) for a in arrays], axis=-1)
@@ -195,6 +196,10 @@ def _read_streamline_group(subject_dir: Path, name: str, group: dict, reference:
     where = _where(subject_dir, name)
     files = _expand(subject_dir, where, group["files"])
     sft = functools.reduce(operator.add, [_load_tractogram(f, reference, group, where) for f in files])
+    sft, nb_removed = _remove_out_of_bounds(sft)
+    if nb_removed and not group.get("remove_invalid"):
+        raise DwimlError(f"{where}: {nb_removed} streamline(s) of {[str(f) for f in files]} leave the volume of "
+                         f"{reference.path} (set remove_invalid: true in the group to drop them)")
     if (sft.streamlines._lengths < 2).any():
         raise DwimlError(f"{where}: {int((sft.streamlines._lengths < 2).sum())} streamline(s) with fewer "
                          f"than 2 points in {[str(f) for f in files]}")
@@ -211,6 +216,8 @@ def _read_streamline_group(subject_dir: Path, name: str, group: dict, reference:
                  voxel_sizes=np.asarray(voxel_sizes), voxel_order="".join(voxel_order),
                  files=_relative(files, subject_dir),
                  resampling=json.dumps({k: group[k] for k in RESAMPLING_KEYS if group.get(k) is not None}))
+    if group.get("remove_invalid"):
+        attrs["removed_invalid"] = nb_removed
     if group.get("connectivity_matrix"):
         _add_connectivity(subject_dir, group, reference, where, attrs, datasets)
     return GroupArrays(attrs, datasets)
@@ -222,9 +229,9 @@ def _load_tractogram(path: Path, reference: _Reference, group: dict, where: str)
     if path.suffix not in TRACTOGRAM_EXTENSIONS:
         raise DwimlError(f"{where}: {path} is not a tractogram ({', '.join(TRACTOGRAM_EXTENSIONS)})")
     try:
-        sft = load_tractogram(str(path), reference.image, bbox_valid_check=True)
+        sft = load_tractogram(str(path), reference.image, bbox_valid_check=False)  # see _remove_out_of_bounds
     except ValueError as e:
-        raise DwimlError(f"{where}: {path}: {e}") from None
+        raise DwimlError(f"{where}: {path}: {str(e).splitlines()[0]}") from None
     if sft is False or not is_header_compatible(sft, reference.image):  # .trx/.tck carry their own header
         raise DwimlError(f"{where}: the header of {path} does not match {reference.path}")
     kept = []
@@ -236,6 +243,19 @@ def _load_tractogram(path: Path, reference: _Reference, group: dict, where: str)
         kept.append({k: data[k] for k in keys})
     sft.to_rasmm()
     return StatefulTractogram.from_sft(sft.streamlines, sft, data_per_streamline=kept[0], data_per_point=kept[1])
+
+
+def _remove_out_of_bounds(sft: StatefulTractogram) -> tuple[StatefulTractogram, int]:
+    """The streamlines with every point inside the volume (the rule of dipy's bounding-box check:
+    voxel coordinates, corner origin, from 0 to the dimensions), and how many were dropped."""
+    sft.to_vox()
+    sft.to_corner()
+    lengths = sft.streamlines._lengths
+    points = sft.streamlines.get_data()
+    outside = ((points < 0) | (points > np.asarray(sft.dimensions))).any(axis=1)
+    invalid = np.bincount(np.repeat(np.arange(len(lengths)), lengths), weights=outside,
+                          minlength=len(lengths)) > 0
+    return sft[np.flatnonzero(~invalid)], int(invalid.sum())
 
 
 def _resample(sft: StatefulTractogram, group: dict) -> StatefulTractogram:

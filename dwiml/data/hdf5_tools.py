@@ -1,4 +1,5 @@
-"""Inspect a dwiml HDF5: describe its content, extract a group back to NIfTI or a tractogram."""
+"""Inspect a dwiml HDF5: describe its content, extract a group back to NIfTI or a tractogram, or its
+connectivity matrix to .npy."""
 from __future__ import annotations
 
 import json
@@ -29,13 +30,18 @@ def describe(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def read_group(h5: h5py.File, subject: str, group: str) -> GroupArrays:
-    """One group of one subject, read whole into memory."""
+def group_node(h5: h5py.File, subject: str, group: str) -> h5py.Group:
+    """One group of one subject; an error naming the subjects or groups there are."""
     if subject not in h5:
         raise DwimlError(f"{h5.filename}: no subject '{subject}' (subjects: {sorted(h5)})")
     if group not in h5[subject]:
         raise DwimlError(f"{h5.filename}: subject '{subject}' has no group '{group}' (groups: {sorted(h5[subject])})")
-    node = h5[subject][group]
+    return h5[subject][group]
+
+
+def read_group(h5: h5py.File, subject: str, group: str) -> GroupArrays:
+    """One group of one subject, read whole into memory."""
+    node = group_node(h5, subject, group)
     datasets: dict[str, np.ndarray] = {}
     node.visititems(lambda key, obj: datasets.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return GroupArrays(dict(node.attrs), datasets)
@@ -52,6 +58,22 @@ def extract(path: str | Path, subject: str, group: str, out: str | Path) -> Path
     check_output_path(arrays, out)
     with atomic_path(out) as tmp:
         save_group(arrays, tmp)
+    return out
+
+
+def extract_connectivity(path: str | Path, subject: str, group: str, out: str | Path) -> Path:
+    """Write the connectivity matrix stored with a streamline group to ``out`` (.npy), atomically."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise DwimlError(f"{out}: a connectivity matrix is written to a .npy file")
+    with open_hdf5(path) as h5:
+        node = group_node(h5, subject, group)
+        if "connectivity_matrix" not in node:
+            raise DwimlError(f"{path}: subject '{subject}', group '{group}' has no connectivity matrix "
+                             f"(connectivity_matrix in the groups config)")
+        matrix = node["connectivity_matrix"][:]
+    with atomic_path(out) as tmp:
+        np.save(tmp, matrix)
     return out
 
 

@@ -7,6 +7,7 @@ point of each streamline when the step adds no EOS target) get NaN.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from dwiml.data.coords import ORIGIN, SPACE
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import SUBSETS
 from dwiml.data.input_spec import InputSpec, Resampling, VolumeDescription
-from dwiml.data.loader import BatchLoader
+from dwiml.data.loader import Batch, BatchLoader
 from dwiml.data.sampler import BatchSpec
 from dwiml.errors import DwimlError
 from dwiml.tracking.output import save_tractogram_atomic
@@ -39,10 +40,18 @@ def find_subject(dataset: MultiSubjectDataset, name: str) -> tuple[str, int]:
     raise DwimlError(f"{dataset.hdf5_path}: no subject '{name}'")
 
 
-@torch.no_grad()
-def point_losses(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectDataset, subject: str,
-                 batch_size: int = 1000, allow_mismatch: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The subject's streamlines (resampled as in training, voxel space) and the loss at each of their points.
+def subject_reference(dataset: MultiSubjectDataset, subject: str, group: str) -> nib.Nifti1Image:
+    """An empty image on the grid of the subject's volume group ``group`` (a tractogram's reference)."""
+    subset_name, index = find_subject(dataset, subject)
+    subset = dataset.subset(subset_name)
+    return nib.Nifti1Image(np.zeros(subset.volume(index, group).shape[:3], np.uint8), subset.affine(index, group))
+
+
+def reference_batches(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectDataset, subject: str,
+                      batch_size: int = 1000, allow_mismatch: bool = False,
+                      nb_streamlines: int | None = None) -> tuple[OneInputStep, Iterator[Batch]]:
+    """The training step giving ``model`` its inputs, and batches of the subject's streamlines (the first
+    ``nb_streamlines``, all by default) resampled as in training.
 
     The subject's input group must match the model's (see :meth:`InputSpec.check_volume`)."""
     subset_name, index = find_subject(dataset, subject)
@@ -56,11 +65,19 @@ def point_losses(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectD
     loader = BatchLoader(subset, group, **asdict(resampling), augment=False)
     step = OneInputStep.from_spec(dataset, spec, device=str(next(model.parameters()).device))
     model.eval()
+    total = len(subset.index[index, group].lengths)
+    total = total if nb_streamlines is None else min(total, nb_streamlines)
+    return step, (loader[BatchSpec((index,), (np.arange(start, min(start + batch_size, total)),), 0)]
+                  for start in range(0, total, batch_size))
+
+
+@torch.no_grad()
+def point_losses(model: torch.nn.Module, spec: InputSpec, dataset: MultiSubjectDataset, subject: str,
+                 batch_size: int = 1000, allow_mismatch: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The subject's streamlines (resampled as in training, voxel space) and the loss at each of their points."""
+    step, batches = reference_batches(model, spec, dataset, subject, batch_size, allow_mismatch)
     streamlines, losses = [], []
-    nb_streamlines = len(subset.index[index, group].lengths)
-    for start in range(0, nb_streamlines, batch_size):
-        ids = np.arange(start, min(start + batch_size, nb_streamlines))
-        batch = loader[BatchSpec((index,), (ids,), 0)]
+    for batch in batches:
         outputs, target_dirs, eos_targets, rows = step.outputs_and_targets(model, batch)
         rows_loss = model.head.loss(outputs, target_dirs, *(() if eos_targets is None else (eos_targets,)))
         loss = torch.full((len(rows),), float("nan"), device=rows.device)

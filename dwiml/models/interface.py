@@ -63,7 +63,7 @@ def merge_streamlines(new: State, old: State, rows: Tensor) -> State:
         if a is b:
             return a
         pad = [p for size, old_size in zip(reversed(a.shape), reversed(b.shape)) for p in (0, size - old_size)]
-        return torch.where(rows.view(-1, *([1] * (a.dim() - 1))), a, F.pad(b, pad))
+        return torch.where(rows.view(-1, *([1] * (a.dim() - 1))), a, F.pad(b, pad) if any(pad) else b)
 
     return {key: merged(new[key], value) for key, value in old.items()}
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from dwiml.errors import DwimlError
 from dwiml.models.embeddings import IdentityEmbedding, PreviousDirections
 from dwiml.models.interface import State, head_loss
-from dwiml.models.packing import pack, unpack
+from dwiml.models.packing import pack, pad, prefer_padded, unpack, unpad
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -42,6 +42,7 @@ class Learn2Track(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(b) if layer_norm else nn.Identity() for b in hidden_sizes)
         self.dropout = nn.Dropout(dropout)
         self.head = head(sum(hidden_sizes) if skip_connections else hidden_sizes[-1])
+        self.padded: bool | None = None  # the RNNs' layout: None picks per batch (see dwiml.models.packing)
 
     def forward(self, inputs: Tensor, lengths: Tensor, directions: Tensor | None = None) -> Tensor:
         """Head outputs at every point: ``inputs`` ``(N, F)`` packed, ``lengths`` ``(B,)``.
@@ -52,6 +53,8 @@ class Learn2Track(nn.Module):
         x = self.input_embedding(inputs)
         if self.previous_dirs.nb_previous_dirs:
             x = torch.cat([x, self.previous_dirs(directions, lengths)], dim=1)
+        if self.padded if self.padded is not None else prefer_padded(lengths):
+            return self.head(self._padded_features(x, lengths))
         x, index = pack(x, lengths)
         layer_outputs = []
         for rnn, norm in zip(self.rnns, self.norms):
@@ -59,6 +62,17 @@ class Learn2Track(nn.Module):
             x = x._replace(data=self.dropout(norm(x.data)))
             layer_outputs.append(x.data)
         return self.head(unpack(self._features(layer_outputs), index))
+
+    def _padded_features(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The head's input at every packed point, the RNNs run on zero-padded sequences (padding
+        at the ends: the points' outputs are the same as with a PackedSequence)."""
+        x, index = pad(x, lengths)
+        layer_outputs = []
+        for rnn, norm in zip(self.rnns, self.norms):
+            x, _ = rnn(x)
+            x = self.dropout(norm(x))
+            layer_outputs.append(unpad(x, index))
+        return self._features(layer_outputs)
 
     def compute_loss(self, outputs: Tensor, target_dirs: Tensor,
                      eos_targets: Tensor | None = None) -> tuple[Tensor, int]:
@@ -82,13 +96,15 @@ class Learn2Track(nn.Module):
         new_state = {"previous_dirs": history}
         layer_outputs = []
         for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+            # One time step: the fused cell with the layer's own weights (no sequence machinery).
+            weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             if self.rnn_type == "lstm":
-                out, (h, c) = rnn(x[None], (state[f"h{i}"][None], state[f"c{i}"][None]))
-                new_state[f"c{i}"] = c[0]
+                h, new_state[f"c{i}"] = torch.lstm_cell(x, (state[f"h{i}"], state[f"c{i}"]), *weights)
             else:
-                out, h = rnn(x[None], state[f"h{i}"][None])
-            new_state[f"h{i}"] = h[0]
-            x = self.dropout(norm(out[0]))
+                h = torch.gru_cell(x, state[f"h{i}"], *weights)
+            new_state[f"h{i}"] = h
+            x = norm(h)
+            x = self.dropout(x) if self.training else x
             layer_outputs.append(x)
         return self.head(self._features(layer_outputs)), new_state
 

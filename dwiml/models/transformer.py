@@ -12,7 +12,8 @@ All attention is causal: point ``i`` sees points ``0..i`` only, the encoder incl
 gives the inputs one point at a time, so an encoder that looked ahead could not be used
 there), and the decoder's cross-attention sees the encoder outputs of points ``0..i``. Hence
 one tracking step with the cache equals the full forward at that point. Blocks are pre-norm,
-attention is ``torch.nn.functional.scaled_dot_product_attention``, positions are sinusoidal.
+attention is ``torch.nn.functional.scaled_dot_product_attention`` (explicit, with its weights kept,
+within :meth:`Transformer.recording_attention`), positions are sinusoidal.
 
 Tracking keeps one position per streamline (state ``position`` ``(B,)``), so rows may be at
 different points, as in the tracker's replay of a first half. A step writes each row's new keys
@@ -23,7 +24,8 @@ have not started) is unharmed, since what was written at its position is rewritt
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -72,6 +74,7 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, nheads: int, dropout: float):
         super().__init__()
         self.nheads, self.dropout = nheads, dropout
+        self.recorded: list[Tensor] | None = None  # set by Transformer.recording_attention
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -87,9 +90,18 @@ class Attention(nn.Module):
         return self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], slots.mask), (k_cache, v_cache)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Causal attention without ``mask``."""
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=mask is None)
+        """Causal attention without ``mask``. While recording, the weights are computed explicitly
+        (softmax of the scaled scores, no dropout: evaluation only) and kept."""
+        if self.recorded is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None)
+        else:
+            if mask is None:
+                mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            self.recorded.append(weights)
+            y = weights @ v
         return self.out(y.transpose(1, 2).flatten(2))
 
     def _heads(self, x: Tensor) -> Tensor:
@@ -220,6 +232,27 @@ class Transformer(nn.Module):
         positions = torch.arange(shape[1], device=inputs.device)
         x, _ = self._layers(src, None if tokens is None else _padded(tokens, streamline, local, shape), positions)
         return self.head(x[streamline, local])
+
+    @contextmanager
+    def recording_attention(self) -> Iterator[dict[str, list[Tensor]]]:
+        """Within the block, every attention computes its weights explicitly (not the fused kernel;
+        the same outputs) and appends them, ``(B, heads, queries, keys)`` per call, to the yielded
+        dict's list named ``<stack><block>.self`` or ``<stack><block>.cross`` (e.g. ``decoder0.cross``).
+        In a forward pass, the rows are the streamlines and the queries and keys their points (padded:
+        row ``b`` is valid up to its length); query ``i`` sees keys ``0..i``."""
+        if self.training:
+            raise DwimlError("attention weights are recorded in evaluation mode only (call model.eval())")
+        attentions = {f"{stack.name}{i}.{kind}": getattr(block, f"{kind}_attention")
+                      for stack in (self.encoder, self.decoder) if stack is not None
+                      for i, block in enumerate(stack.blocks) for kind in ("self", "cross")
+                      if getattr(block, f"{kind}_attention") is not None}
+        for attention in attentions.values():
+            attention.recorded = []
+        try:
+            yield {name: attention.recorded for name, attention in attentions.items()}
+        finally:
+            for attention in attentions.values():
+                attention.recorded = None
 
     def compute_loss(self, outputs: Tensor, target_dirs: Tensor,
                      eos_targets: Tensor | None = None) -> tuple[Tensor, int]:

@@ -29,6 +29,9 @@ class Stop(IntEnum):
     ANGLE = 1
     MAX_LENGTH = 2
     LEFT_MASK = 3
+    EOS = 4  # the model's end-of-streamline output
+    INCLUDED = 5  # reached the include map (dwiml.tracking.tissues): a valid end, the point is kept
+    EXCLUDED = 6  # reached the exclude map: the streamline is rejected
 
 
 def mask_values(mask: Tensor, points: Tensor, interpolation_mode: str = "nearest") -> Tensor:
@@ -60,8 +63,9 @@ def angle_ok(previous_dirs: Tensor, dirs: Tensor, max_angle_deg: float) -> Tenso
     Rows whose previous direction is zero (the first step from a seed) are always fine.
     """
     dot = (previous_dirs * dirs).sum(dim=1)
-    norms = previous_dirs.norm(dim=1) * dirs.norm(dim=1)
-    first = previous_dirs.norm(dim=1) == 0
+    previous_norms = previous_dirs.norm(dim=1)
+    norms = previous_norms * dirs.norm(dim=1)
+    first = previous_norms == 0
     cos_limit = math.cos(math.radians(max_angle_deg)) - 1e-6  # tolerance for an angle equal to the limit
     return first | (dot >= cos_limit * norms)
 
@@ -78,15 +82,10 @@ def stop_reasons(mask: Tensor, new_points: Tensor, previous_dirs: Tensor, dirs: 
 
     When several rules fail, the first in the order angle, maximum length, tracking mask wins.
     """
-    reasons = torch.full((len(new_points),), int(Stop.CONTINUE), dtype=torch.long, device=new_points.device)
-    checks = (
-        (Stop.LEFT_MASK, in_tracking_mask(mask, new_points, interpolation_mode).to(new_points.device)),
-        (Stop.MAX_LENGTH, within_max_length(new_lengths_mm, max_length_mm)),
-        (Stop.ANGLE, angle_ok(previous_dirs, dirs, max_angle_deg)),
-    )
-    for reason, ok in checks:  # last assignment wins: the angle has priority
-        reasons[~ok] = int(reason)
-    return reasons
+    inside = in_tracking_mask(mask, new_points, interpolation_mode).to(new_points.device)
+    reasons = torch.where(inside, int(Stop.CONTINUE), int(Stop.LEFT_MASK))  # no boolean indexing: no sync
+    reasons = torch.where(within_max_length(new_lengths_mm, max_length_mm), reasons, int(Stop.MAX_LENGTH))
+    return torch.where(angle_ok(previous_dirs, dirs, max_angle_deg), reasons, int(Stop.ANGLE))
 
 
 def length_in_range(points: Tensor, lengths: Tensor, voxel_sizes: Tensor, min_length_mm: float,

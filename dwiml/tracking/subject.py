@@ -8,7 +8,7 @@ match it (:func:`check_subject`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,7 +28,10 @@ from dwiml.models.io import SPEC, is_model_folder, load_model
 from dwiml.run_folder import RunFolder
 from dwiml.tracking.output import save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
-from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
+from dwiml.tracking.shards import SEED_IDS, Shard
+from dwiml.tracking.tissues import TissueMaps, interface_mask
+from dwiml.tracking.memory import MemoryPlan, auto_batch_size, bytes_per_streamline, plan
+from dwiml.tracking.tracker import Inputs, Tracked, Tracker, TrackingOptions, volume_inputs
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +39,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class Subject:
     """One subject on one grid: the input volume ``(X, Y, Z, F)`` and what it declares to hold, masks
-    ``(X, Y, Z)``, affine."""
+    ``(X, Y, Z)``, affine, and tissue maps ``(X, Y, Z)`` by role (``include``, ``exclude``, ``wm``,
+    ``gm``; see :mod:`dwiml.tracking.tissues`). No seeding mask: seeds at the ``wm``/``gm`` interface."""
 
     name: str
     input: np.ndarray
     affine: np.ndarray
-    seeding_mask: np.ndarray
+    seeding_mask: np.ndarray | None
     tracking_mask: np.ndarray | None
     description: VolumeDescription
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def reference(self) -> nib.Nifti1Image:
@@ -80,9 +85,9 @@ def load_tracking_model(folder: str | Path, device: str, use_latest_epoch: bool 
     return TrackingModel(model, spec, run)
 
 
-def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seeding_mask: str,
-                      tracking_mask: str | None) -> Subject:
-    """A subject of a dwiml HDF5; each mask is a volume group of the subject or a NIfTI file."""
+def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seeding_mask: str | None,
+                      tracking_mask: str | None, maps: dict[str, str] | None = None) -> Subject:
+    """A subject of a dwiml HDF5; each mask or map is a volume group of the subject or a NIfTI file."""
     dataset = MultiSubjectDataset(hdf5_path, lazy=True)
     for subset_name in SUBSETS:
         subset = dataset.subset(subset_name)
@@ -100,22 +105,28 @@ def subject_from_hdf5(hdf5_path: str | Path, name: str, input_group: str, seedin
             return _nifti_mask(source, volume.shape[:3], affine)
         raise DwimlError(f"{hdf5_path}: subject '{name}' has no volume group '{source}', and it is no NIfTI file")
 
-    return Subject(name, volume, affine, mask(seeding_mask), None if tracking_mask is None else mask(tracking_mask),
-                   VolumeDescription.from_attrs(subset.attrs[index, input_group]))
+    return Subject(name, volume, affine, None if seeding_mask is None else mask(seeding_mask),
+                   None if tracking_mask is None else mask(tracking_mask),
+                   VolumeDescription.from_attrs(subset.attrs[index, input_group]),
+                   {role: mask(source) for role, source in (maps or {}).items()})
 
 
-def subject_from_files(input_path: str | Path, seeding_mask: str | Path, tracking_mask: str | Path | None,
-                       sh_basis: str | None = None, sh_order: int | None = None) -> Subject:
+def subject_from_files(input_path: str | Path, seeding_mask: str | Path | None, tracking_mask: str | Path | None,
+                       sh_basis: str | None = None, sh_order: int | None = None,
+                       maps: dict[str, str] | None = None) -> Subject:
     """A subject from NIfTI files: the model's input (4D, or 3D as one feature), what it holds when
-    known (its SH basis and order), and the masks."""
+    known (its SH basis and order), the masks and the tissue maps."""
     image = _load_nifti(input_path)
     data = np.asarray(image.dataobj, dtype=np.float32)
     data = data[..., None] if data.ndim == 3 else data
     shape = data.shape[:3]
     check_declaration({"sh_basis": sh_basis, "sh_order": sh_order}, str(input_path), data.shape[-1])
-    return Subject(Path(input_path).name, data, image.affine, _nifti_mask(seeding_mask, shape, image.affine),
-                   None if tracking_mask is None else _nifti_mask(tracking_mask, shape, image.affine),
-                   VolumeDescription(data.shape[-1], sh_basis, sh_order))
+    def mask(path: str | Path | None) -> np.ndarray | None:
+        return None if path is None else _nifti_mask(path, shape, image.affine)
+
+    return Subject(Path(input_path).name, data, image.affine, mask(seeding_mask), mask(tracking_mask),
+                   VolumeDescription(data.shape[-1], sh_basis, sh_order),
+                   {role: mask(path) for role, path in (maps or {}).items()})
 
 
 def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_mismatch: bool = False) -> None:
@@ -134,11 +145,15 @@ def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_
 
 
 def save_tracked(tracked: Tracked, subject: Subject, out_path: str | Path) -> Path:
-    """Save streamlines (voxel space) with ``seeds`` per streamline; the format follows the extension."""
+    """Save streamlines (voxel space) with ``seeds`` and ``seed_ids`` per streamline; the format follows
+    the extension."""
     if Path(out_path).suffix not in (".trk", ".tck", ".trx"):
         raise DwimlError(f"{out_path}: the output must end in .trk, .tck or .trx")
+    per_streamline = {"seeds": tracked.seeds.numpy().astype(np.float32)}
+    if tracked.seed_ids is not None:
+        per_streamline[SEED_IDS] = tracked.seed_ids.numpy()[:, None]
     sft = StatefulTractogram([s.numpy() for s in tracked.as_list()], subject.reference, SPACE, origin=ORIGIN,
-                             data_per_streamline={"seeds": tracked.seeds.numpy().astype(np.float32)})
+                             data_per_streamline=per_streamline)
     return save_tractogram_atomic(sft, out_path)
 
 
@@ -160,18 +175,43 @@ def _nifti_mask(path: str | Path, shape: tuple[int, ...], affine: np.ndarray) ->
     return data.reshape(shape).astype(np.float32)
 
 
+def tracking_inputs(model: nn.Module, spec: InputSpec, subject: Subject) -> tuple[Inputs, MemoryPlan]:
+    """The model's inputs at points (its training neighbourhood), from the input volume on the model's
+    device or, when too large for it, in host memory (:func:`dwiml.tracking.memory.plan`)."""
+    memory = plan(subject.input.nbytes, next(model.parameters()).device)
+    volume = torch.from_numpy(subject.input).to(memory.volume_device)
+    offsets = spec.neighborhood.offsets_vox(subject.voxel_sizes).float()
+    return volume_inputs(volume, offsets, memory.block_points), memory
+
+
+def auto_batch_size_for(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions) -> int:
+    """``--batch-size auto``: the streamlines that half the device's free memory holds (see
+    :mod:`dwiml.tracking.memory`), probed at the centre of the volume."""
+    inputs, memory = tracking_inputs(model, spec, subject)
+    centre = (torch.tensor(subject.input.shape[:3], dtype=torch.float32) - 1) / 2
+    per_streamline = bytes_per_streamline(model, inputs, centre.expand(2, 3), options.max_nb_points)
+    return auto_batch_size(per_streamline, memory.free_bytes)
+
+
 def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: TrackingOptions,
                   seeds_per_voxel: int | None = None, nb_seeds: int | None = None, compress_mm: float | None = None,
-                  allow_mismatch: bool = False) -> Tracked:
-    """Seeds in the subject's seeding mask (``options.rng_seed``), then tracking with the inputs of the
-    model's training (its neighbourhood), after :func:`check_subject`."""
+                  allow_mismatch: bool = False, progress: bool = False, tissue_rule: str | None = None,
+                  shard: Shard = Shard()) -> Tracked:
+    """Seeds in the subject's seeding mask, or at its WM/GM interface (``options.rng_seed``), then
+    tracking with the inputs of the model's training (its neighbourhood), after :func:`check_subject`;
+    ``tissue_rule`` (``act`` or ``cmc``): stopping from the subject's include and exclude maps;
+    ``shard``: its share of the seeds only (:mod:`dwiml.tracking.shards`); ``progress``: a progress bar."""
     check_subject(spec, subject, options.step_size_mm, allow_mismatch)
-    device = next(model.parameters()).device
-    volume = torch.from_numpy(subject.input).to(device)
-    seeds = seeds_in_mask(torch.from_numpy(subject.seeding_mask), seeds_per_voxel, nb_seeds, options.rng_seed)
-    inputs = volume_inputs(volume, spec.neighborhood.offsets_vox(subject.voxel_sizes).float())
-    mask = torch.ones(volume.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
-    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options).track(seeds)
+    inputs, _ = tracking_inputs(model, spec, subject)
+    seeding = subject.seeding_mask if subject.seeding_mask is not None else interface_mask(subject.maps["wm"],
+                                                                                           subject.maps["gm"])
+    seeds = seeds_in_mask(torch.from_numpy(seeding), seeds_per_voxel, nb_seeds, options.rng_seed)
+    mask = torch.ones(subject.input.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
+    tissues = None if tissue_rule is None else TissueMaps(
+        torch.from_numpy(subject.maps["include"]), torch.from_numpy(subject.maps["exclude"]), tissue_rule,
+        options.step_size_mm / float(subject.voxel_sizes.mean()))
+    tracked = Tracker(model, inputs, mask, subject.voxel_sizes, options, tissues).track(seeds, progress, shard)
     if compress_mm is None:
         return tracked
-    return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds)
+    return Tracked(*compress(tracked.points, tracked.lengths, subject.voxel_sizes, compress_mm), tracked.seeds,
+                   tracked.seed_ids)

@@ -9,11 +9,15 @@ leave the batch (their rows of the state are dropped with ``select_streamlines``
 
 A streamline stops, at a step, when
 
-- the model's end-of-streamline probability exceeds ``eos_threshold`` (the new point is not added);
+- the model's end-of-streamline output ends it (``eos_threshold``: a probability, or ``"max"``; see
+  :mod:`dwiml.tracking.eos`); the new point is not added;
 - the angle between its previous and new segments exceeds ``max_angle_deg``, or the new point
   would make it longer than ``max_length_mm`` (the new point is not added);
 - the new point leaves the tracking mask: this point, outside the mask, is added when
-  ``keep_last_point`` is true and it lies inside the volume (so the tractogram's bounding box stays valid).
+  ``keep_last_point`` is true and it lies inside the volume (so the tractogram's bounding box stays valid);
+- with tissue maps (:mod:`dwiml.tracking.tissues`, ACT or CMC), the new point reaches the include map
+  (the point is added) or the exclude map. Then only streamlines whose every end reached the include
+  map are kept.
 
 Both directions (``bidirectional``): the first half is tracked from the seed. The model's state is
 then rebuilt on that half reversed: the points from its far end back to (not including) the seed
@@ -42,13 +46,17 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from dwiml.data import neighborhood
 from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, merge_streamlines, select_streamlines
+from dwiml.tracking.eos import check_eos_rule, check_head, eos_stops
+from dwiml.tracking.shards import Shard, chunk_rng_seed
 from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
+from dwiml.tracking.tissues import TissueMaps, tissue_stops
 
 Inputs = Callable[[Tensor], Tensor]
 
@@ -62,7 +70,7 @@ class TrackingOptions:
     max_angle_deg: float = 30.0
     min_length_mm: float = 10.0
     max_length_mm: float = 200.0
-    eos_threshold: float | None = None
+    eos_threshold: float | str | None = None  # a probability, or "max" (see dwiml.tracking.eos)
     bidirectional: bool = True
     keep_last_point: bool = False
     batch_size: int = 10_000
@@ -77,8 +85,9 @@ class TrackingOptions:
         if not 0 <= self.min_length_mm <= self.max_length_mm:
             raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
                              f"{self.max_length_mm}")
-        if self.eos_threshold is not None and not 0 < self.eos_threshold < 1:
-            raise DwimlError(f"eos_threshold is a probability in (0, 1), got {self.eos_threshold}")
+        check_eos_rule(self.eos_threshold)
+        if self.mask_interpolation not in ("nearest", "trilinear"):
+            raise DwimlError(f"mask_interpolation must be 'nearest' or 'trilinear', got '{self.mask_interpolation}'")
 
     @property
     def max_nb_points(self) -> int:
@@ -87,51 +96,84 @@ class TrackingOptions:
 
 @dataclass
 class Tracked:
-    """Packed streamlines (dwiml voxel space) with the seed of each streamline."""
+    """Packed streamlines (dwiml voxel space) with the seed of each streamline and, from
+    :meth:`Tracker.track`, its index among the seeds."""
 
     points: Tensor
     lengths: Tensor
     seeds: Tensor
+    seed_ids: Tensor | None = None
 
     def as_list(self) -> list:
         """One ``(n, 3)`` CPU tensor per streamline."""
         return list(torch.split(self.points.cpu(), self.lengths.tolist()))
 
 
-def volume_inputs(volume: Tensor, offsets_vox: Tensor | None = None) -> Inputs:
+def volume_inputs(volume: Tensor, offsets_vox: Tensor | None = None, block_points: int | None = None) -> Inputs:
     """The model's inputs at points, as the training step builds them: the input volume
     interpolated at each point and its neighbours (``offsets_vox`` ``(K, 3)``, see
-    :mod:`dwiml.data.neighborhood`; the point alone by default)."""
+    :mod:`dwiml.data.neighborhood`; the point alone by default).
+
+    The interpolation runs where ``volume`` is (e.g. a volume kept in host memory for a model on a
+    GPU, see :mod:`dwiml.tracking.memory`), ``block_points`` points at a time (all at once by
+    default), and the inputs come back on the points' device."""
     offsets_vox = torch.zeros(1, 3) if offsets_vox is None else offsets_vox
-    return lambda points: neighborhood.interpolate(volume, points, offsets_vox)
+
+    def inputs(points: Tensor) -> Tensor:
+        local = points.to(volume.device)
+        blocks = [local] if block_points is None else local.split(block_points)
+        return torch.cat([neighborhood.interpolate(volume, b, offsets_vox) for b in blocks]).to(points.device)
+
+    return inputs
 
 
 class Tracker:
     """Tracks a model on one subject: its input volume, tracking mask and voxel sizes."""
 
     def __init__(self, model: nn.Module, inputs: Inputs, tracking_mask: Tensor, voxel_sizes: Tensor,
-                 options: TrackingOptions):
+                 options: TrackingOptions, tissues: TissueMaps | None = None):
         self.model, self.inputs, self.options = model.eval(), inputs, options
         self.device = next(model.parameters()).device
         self.mask = tracking_mask.to(self.device)
+        self.tissues = None if tissues is None else tissues.to(self.device)
         self.voxel_sizes = voxel_sizes.to(self.device, torch.float32)
         self.generator = torch.Generator(self.device).manual_seed(options.rng_seed)
         if options.algo == "prob" and not hasattr(model.head, "sample"):
             raise DwimlError(f"probabilistic tracking: the head {type(model.head).__name__} cannot sample directions")
-        if options.eos_threshold is not None and not getattr(model.head, "has_eos", False):
-            raise DwimlError("eos_threshold given, but the model's head has no end-of-streamline output")
+        check_head(model.head, options.eos_threshold)
 
     @torch.no_grad()
-    def track(self, seeds: Tensor) -> Tracked:
-        """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only."""
+    def track(self, seeds: Tensor, progress: bool = False, shard: Shard = Shard()) -> Tracked:
+        """Streamlines from ``seeds`` ``(N, 3)`` (voxel space), those of a valid length only.
+
+        Chunk ``k`` of ``batch_size`` seeds draws from its own generator (see
+        :mod:`dwiml.tracking.shards`); ``shard`` tracks only its share of the chunks. ``progress``:
+        a progress bar on the terminal (seeds done, streamlines kept; none when the standard error
+        is not a terminal).
+        """
         seeds = seeds.detach().cpu().float()
-        points, lengths = _concat([self._track_chunk(chunk.to(self.device))
-                                   for chunk in torch.split(seeds, self.options.batch_size)])
-        # Every segment is one step: lengths from float32 points would put those of exactly
-        # max_length_mm a rounding error above it.
-        keep = in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
+        size = self.options.batch_size
+        span = shard.seed_range(len(seeds), size)
+        parts, kept, nb_kept = [], [], 0
+        with tqdm(total=len(span), desc="tracking", unit="seed", disable=None if progress else True) as bar:
+            for start in range(span.start, span.stop, size):
+                chunk_ids = torch.arange(start, min(start + size, span.stop))
+                self.generator.manual_seed(chunk_rng_seed(self.options.rng_seed, start // size))
+                points, lengths, accepted = self._track_chunk(seeds[chunk_ids].to(self.device))
+                keep = accepted & self._valid_length(lengths)
+                parts.append(select(points, lengths, keep))
+                kept.append(chunk_ids[keep])
+                nb_kept += len(kept[-1])
+                bar.update(len(chunk_ids))
+                bar.set_postfix(kept=nb_kept)
+        kept_ids = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
+        return Tracked(*_concat(parts), seeds[kept_ids], kept_ids)
+
+    def _valid_length(self, lengths: Tensor) -> Tensor:
+        """Every segment is one step: lengths from float32 points would put those of exactly
+        max_length_mm a rounding error above it."""
+        return in_length_range((lengths - 1).double() * self.options.step_size_mm, self.options.min_length_mm,
                                self.options.max_length_mm)
-        return Tracked(*select(points, lengths, keep), seeds[keep])
 
     @torch.no_grad()
     def continue_streamlines(self, prefixes: Tensor) -> Tracked:
@@ -147,55 +189,62 @@ class Tracker:
             state, last_dirs = self._replay(chunk, nb, torch.zeros_like(chunk[0]))
             prefix_mm = torch.full((batch,), (k - 1) * self.options.step_size_mm, dtype=torch.float64,
                                    device=self.device)
-            grown, nb_grown, _ = self._grow(chunk[-1], last_dirs, state, prefix_mm)
+            grown, nb_grown, _, _ = self._grow(chunk[-1], last_dirs, state, prefix_mm)
             points, lengths = _join(chunk, nb, grown, nb_grown)
             parts.append((points.cpu(), lengths.cpu()))
         return Tracked(*_concat(parts), prefixes[0].cpu())
 
-    def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor]:
-        """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds."""
+    def _track_chunk(self, seeds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Packed points and lengths (on the CPU) of the streamlines of one chunk of seeds, and
+        whether each ended where the rules accept it (with tissue maps: every end in the include map)."""
         batch = len(seeds)
         zeros = torch.zeros_like(seeds)
         state = self.model.initial_state(batch, self.device)
         no_length = torch.zeros(batch, dtype=torch.float64, device=self.device)  # float64: no drift past max_length_mm
-        first, nb_first, tried = self._grow(seeds, zeros, state, no_length)
+        first, nb_first, tried, why_first = self._grow(seeds, zeros, state, no_length)
         if not self.options.bidirectional:
-            return _pack(first, nb_first).cpu(), nb_first.cpu()
+            return _pack(first, nb_first).cpu(), nb_first.cpu(), self._accepted(why_first).cpu()
         # Reverse the first half (far end first, the seed last) and rebuild the state on it.
         reversed_half = _reverse_padded(first, nb_first)  # (T, B, 3), right-aligned: seed at row T - 1
         state, last_dirs = self._replay(reversed_half, nb_first, tried)
         lengths_mm = (nb_first - 1).double() * self.options.step_size_mm
-        second, nb_second, _ = self._grow(seeds, last_dirs, state, lengths_mm)
+        second, nb_second, _, why_second = self._grow(seeds, last_dirs, state, lengths_mm)
         points, lengths = _join(reversed_half, nb_first, second, nb_second)
-        return points.cpu(), lengths.cpu()
+        return points.cpu(), lengths.cpu(), (self._accepted(why_first) & self._accepted(why_second)).cpu()
+
+    def _accepted(self, why: Tensor) -> Tensor:
+        """Ends the rules accept: any, or with tissue maps those in the include map."""
+        return why == Stop.INCLUDED if self.tissues is not None else torch.ones_like(why, dtype=torch.bool)
 
     def _replay(self, reversed_half: Tensor, nb: Tensor, tried: Tensor) -> tuple[State, Tensor]:
         """The state after the points before the seed, and the segments reaching the seeds."""
         total, batch = reversed_half.shape[:2]
         state = self.model.initial_state(batch, self.device)
         previous = torch.zeros(batch, 3, device=self.device)
+        all_started = total - int(nb.min())  # from this row on, every half has started: no merge
         for t in range(total - int(nb.max()), total - 1):
-            started = t >= total - nb
             current = reversed_half[t]
             last_dirs = torch.where((t > total - nb)[:, None], current - previous, 0.0)
             _, new_state = self.model.track_step(self.inputs(current), last_dirs, state)
-            state = merge_streamlines(new_state, state, started)
+            state = new_state if t >= all_started else merge_streamlines(new_state, state, t >= total - nb)
             previous = current
         last_dirs = torch.where((nb > 1)[:, None], reversed_half[-1] - previous, -tried)
         return state, last_dirs
 
     def _grow(self, start: Tensor, last_dirs: Tensor, state: State,
-              lengths_mm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+              lengths_mm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Track from ``start`` until every streamline stops.
 
         Returns the points ``(T, B, 3)`` (row ``t`` of streamline ``b`` valid for ``t < nb[b]``),
-        ``nb`` ``(B,)`` and the first direction tried from each start ``(B, 3)``.
+        ``nb`` ``(B,)``, the first direction tried from each start ``(B, 3)`` and why each stopped
+        (:class:`Stop` codes ``(B,)``).
         """
         o = self.options
         batch = len(start)
         path = start.new_zeros(o.max_nb_points, batch, 3)
         path[0] = start
         nb = torch.ones(batch, dtype=torch.long, device=self.device)
+        why = torch.full((batch,), int(Stop.MAX_LENGTH), dtype=torch.long, device=self.device)
         tried = torch.zeros_like(start)
         active = torch.arange(batch, device=self.device)
         points, previous = start, last_dirs
@@ -211,26 +260,30 @@ class Tracker:
             new_lengths = lengths_mm + o.step_size_mm
             reasons = stop_reasons(self.mask, new_points, previous * self.voxel_sizes, step * self.voxel_sizes,
                                    new_lengths, o.max_angle_deg, o.max_length_mm, o.mask_interpolation)
-            ended = self._eos(outputs)
-            going = (reasons == Stop.CONTINUE) & ~ended
-            last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & ~ended & inside_mask(new_points, self.mask.shape)
-            added = going | last
+            if self.tissues is not None:
+                reasons = tissue_stops(self.tissues.status(new_points, self.generator), reasons)
+            reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
+            going = reasons == Stop.CONTINUE
+            if bool(going.all()):  # the usual step: every row goes on, nothing to select or record
+                path[t, active] = new_points
+                nb[active] += 1
+                points, previous, lengths_mm = new_points, step, new_lengths
+                continue
+            last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & inside_mask(new_points, self.mask.shape)
+            added = going | last | (reasons == Stop.INCLUDED)
             path[t, active[added]] = new_points[added]
             nb[active[added]] += 1
+            why[active[~going]] = reasons[~going]
             active, points, previous, lengths_mm = active[going], new_points[going], step[going], new_lengths[going]
-            if not bool(going.all()):  # selecting copies the state (a Transformer's whole cache)
-                state = select_streamlines(state, going)
-        return path, nb, tried
+            state = select_streamlines(state, going)  # copies the state (a Transformer's whole cache)
+        return path, nb, tried, why
 
     def _directions(self, outputs: Tensor) -> Tensor:
         head = self.model.head
         return head.sample(outputs, self.generator) if self.options.algo == "prob" else head.direction(outputs)
 
     def _eos(self, outputs: Tensor) -> Tensor:
-        threshold = self.options.eos_threshold
-        if threshold is None:
-            return torch.zeros(len(outputs), dtype=torch.bool, device=outputs.device)
-        return self.model.head.eos_probability(outputs) > threshold
+        return eos_stops(self.model.head, outputs, self.options.eos_threshold)
 
 
 def _concat(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -38,7 +38,11 @@ class CometLogger(NoLogger):
 
     def start(self, run_dir: Path, config: dict, key: str | None) -> str:
         os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
-        import comet_ml
+        try:
+            import comet_ml
+        except ImportError:
+            raise DwimlError("logger=comet needs comet_ml, an optional dependency: "
+                             "pip install 'dwiml[comet]'") from None
 
         kwargs = {"project_name": self.project_name, "workspace": self.workspace}
         if self.offline:

@@ -15,6 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
+from dwiml.config.keys import check_keys
+from dwiml.config.schema import PhantomDatasetConfig
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
@@ -22,6 +24,7 @@ from dwiml.evaluation.generation import GenerationValidation
 from dwiml.models.io import build_model
 from dwiml.run_folder import RunFolder
 from dwiml.training import distributed
+from dwiml.training.next_steps import next_steps
 from dwiml.training.trainer import Trainer
 
 # Keys that may change when a run is resumed; everything else is the run's saved config.
@@ -34,13 +37,17 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
+    check_keys(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.resume is not None:
         cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
     trainer = build_trainer(cfg, run_dir)
     best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
-    log.info("best %s %.6g at epoch %d; model in %s", cfg.trainer.monitor, best, trainer.best_epoch,
+    log.info("best %s %.6g at epoch %d; model in %s", trainer.early_stopping.monitor, best, trainer.best_epoch,
              RunFolder(run_dir).best_model)
+    lines = next_steps(run_dir, cfg.get("demo", False), cfg.dataset._target_ == PhantomDatasetConfig._target_)
+    if lines and distributed.is_main():
+        log.info("\n".join(lines))  # one record: the commands start their own lines, ready to copy
     return best
 
 
@@ -102,7 +109,11 @@ def _override_key(override: str) -> str:
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
     group = cfg.loader.streamline_group
-    sampler = build(cfg.sampler, subset=subset, streamline_group=group, shuffle=shuffle,
+    settings = OmegaConf.to_container(cfg.sampler, resolve=True)
+    validation_batch_size = settings.pop("validation_batch_size")  # the sampler takes one batch size
+    if not shuffle and validation_batch_size is not None:
+        settings["batch_size"] = validation_batch_size
+    sampler = build(settings, subset=subset, streamline_group=group, shuffle=shuffle,
                     rank=distributed.rank(), world_size=distributed.world_size())
     loader = build(cfg.loader, subset=subset, augment=shuffle)
     # Its own generator: starting an epoch leaves the global RNG (dropout's) untouched.

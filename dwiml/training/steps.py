@@ -64,15 +64,21 @@ class OneInputStep:
     def outputs_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """The model's outputs, the target directions, the EOS targets (or None) and ``rows``
         ``(N,)`` bool: which points of the batch the outputs are for."""
+        model_inputs, target_dirs, eos_targets, rows = self.model_inputs(batch)
+        return model(*model_inputs), target_dirs, eos_targets, rows
+
+    def model_inputs(self, batch: Batch) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor, Tensor | None, Tensor]:
+        """The model's arguments ``(inputs, lengths, directions)``, the target directions, the EOS
+        targets (or None) and ``rows`` (see :meth:`outputs_and_targets`)."""
         batch = batch.to(self.device)
         last = last_points(batch.lengths)
         rows = torch.ones_like(last) if self.add_eos_target else ~last
         points = batch.points[rows]
         inputs = self.interpolate(batch, points, batch.subjects[point_streamline_ids(batch.lengths)][rows])
         lengths = batch.lengths if self.add_eos_target else batch.lengths - 1
-        outputs = model(inputs, lengths, segments(batch.points, batch.lengths)[rows])
         target_dirs = segments(batch.target_points, batch.lengths)[rows]
-        return outputs, target_dirs, last if self.add_eos_target else None, rows
+        model_inputs = (inputs, lengths, segments(batch.points, batch.lengths)[rows])
+        return model_inputs, target_dirs, last if self.add_eos_target else None, rows
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
         """Input features at ``points`` and their neighbours, each from its own subject's volume

@@ -112,6 +112,9 @@ class Trainer:
                  gv: GenerationValidation | None = None, input_spec: InputSpec | None = None):
         _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches,
                        gv.columns if gv is not None else ())
+        if valid_loader is None and monitor == "valid_loss":
+            log.warning("no validation subjects: no valid_loss; the best model and early stopping follow train_loss")
+            monitor = "train_loss"
         self.device = torch.device(device)
         self.model, self.model_config, self.input_spec = model.to(self.device), model_config, input_spec
         self.forward_model = dist.data_parallel(self.model, self.device) if dist.world_size() > 1 else self.model
@@ -257,9 +260,9 @@ class Trainer:
         start = time.perf_counter()
         t, epoch = self.totals, self.epoch + 1
         train_loss = t["loss"] / t["points"]
-        valid_loss = self._validate() if self.valid_loader is not None else train_loss
+        validated = {"valid_loss": self._validate()} if self.valid_loader is not None else {}
         steps = max(t["steps"], 1)
-        metrics = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+        metrics = {"epoch": epoch, "train_loss": train_loss, **validated,
                    "learning_rate": self.optimizer.param_groups[0]["lr"], "grad_norm": t["grad_norm"] / steps,
                    "epoch_seconds": t["seconds"] + time.perf_counter() - start,
                    "grad_norm_clipped": t["grad_norm_clipped"] / steps, "data_seconds": t["data_seconds"],
@@ -284,8 +287,9 @@ class Trainer:
             if self.plot_every_epochs and epoch % self.plot_every_epochs == 0 and (self._plot is None or self._plot.done()):
                 self._plot = self._plotter.submit(plot_metrics, self.run_dir)
         self._save()
-        log.info("epoch %d: train loss %.6g, valid loss %.6g, %.1f s (data %.1f s)%s%s", epoch, train_loss,
-                 valid_loss, metrics["epoch_seconds"], metrics["data_seconds"],
+        log.info("epoch %d: train loss %.6g%s, %.1f s (data %.1f s)%s%s", epoch, train_loss,
+                 "".join(f", valid loss {v:.6g}" for v in validated.values()), metrics["epoch_seconds"],
+                 metrics["data_seconds"],
                  "".join(f", {k} {v:.4g}" for k, v in generated.items()), " (best)" if improved else "")
 
     def _generation_validation(self, epoch: int) -> dict[str, float]:

@@ -40,6 +40,14 @@ def random_streamlines(rng: np.random.Generator, nb: int, shape=SHAPE) -> list[n
     return lines
 
 
+def save_trk(path: Path, lines: list[np.ndarray], reference: Path) -> Path:
+    """Streamlines given in dwiml voxel coordinates, saved as .trk on the grid of ``reference``."""
+    sft = StatefulTractogram([np.asarray(s, dtype=np.float32) for s in lines], str(reference), Space.VOX,
+                             origin=Origin.NIFTI)
+    save_tractogram(sft, str(path), bbox_valid_check=False)
+    return path
+
+
 def write_subject(folder: Path, rng: np.random.Generator, nb_streamlines: int = 40,
                   affine: np.ndarray = AFFINE) -> None:
     folder.mkdir(parents=True)
@@ -87,7 +95,8 @@ def metrics(run_dir: Path) -> list[dict]:
 def cli(cwd: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real ``python train.py`` in ``cwd``."""
     env = {**os.environ, "DWIML_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0"}
-    args = [sys.executable, str(ROOT / "train.py"), *overrides, "dataset.nb_subjects=3", "trainer.progress_bar=false"]
+    phantom = [] if "dataset=hdf5" in overrides else ["dataset.nb_subjects=3"]
+    args = [sys.executable, str(ROOT / "train.py"), *overrides, *phantom, "trainer.progress_bar=false"]
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,57 @@
+"""``dwiml-visualize-attention MODEL OUT --subject NAME``: a Transformer's attention on reference streamlines."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dwiml.cli.common import run_command
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Write a Transformer's attention weights on a subject's first reference streamlines (resampled "
+                    "as in training): one PNG of weight matrices per streamline (a row per attention, a column per "
+                    "head) and a tractogram with the attention each point receives (data_per_point, one key per "
+                    "attention: the mean weight on it over the heads and the points that see it).")
+    parser.add_argument("model", help="a run folder (its best_model/), or a model folder, of a Transformer")
+    parser.add_argument("out", help="output tractogram (.trk, at most 10 attentions, or .trx)")
+    parser.add_argument("--subject", required=True, help="the subject's name")
+    parser.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
+    parser.add_argument("--nb-streamlines", type=int, default=3, help="the first N streamlines [%(default)s]")
+    parser.add_argument("--images", help="folder of the PNGs [OUT without its extension]")
+    parser.add_argument("--use-latest-epoch", action="store_true",
+                        help="the weights of the run folder's latest checkpoint instead of best_model/")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="proceed when the input group's declared SH basis/order or channels differ from "
+                             "the model's")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from dwiml.data.dataset import MultiSubjectDataset
+        from dwiml.errors import DwimlError
+        from dwiml.evaluation.attention import save_attention_images, save_attention_tractogram, streamline_attention
+        from dwiml.evaluation.point_loss import subject_reference
+        from dwiml.tracking.subject import load_tracking_model
+
+        if Path(args.out).suffix not in (".trk", ".trx"):
+            raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
+        if args.nb_streamlines < 1:
+            raise DwimlError(f"--nb-streamlines must be >= 1, got {args.nb_streamlines}")
+        model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
+        hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
+        if hdf5 is None:
+            raise DwimlError(f"{args.model}: no record of the run's HDF5 file: give --hdf5")
+        dataset = MultiSubjectDataset(hdf5, lazy=True)
+        attention = streamline_attention(model, spec, dataset, args.subject, args.nb_streamlines, args.allow_mismatch)
+        reference = subject_reference(dataset, args.subject, spec.input_group)
+        out = save_attention_tractogram(attention, reference, args.out)
+        images = save_attention_images(attention, args.images or Path(args.out).with_suffix(""))
+        print(f"{len(attention.streamlines)} streamlines, {len(attention.matrices)} attentions -> {out}; "
+              f"{len(images)} images -> {images[0].parent}")
+
+    run_command("dwiml-visualize-attention", body)
+
+
+if __name__ == "__main__":
+    main()
