@@ -220,7 +220,7 @@ class GenerationValidationConfig:
     algo: str = MISSING
     max_angle_deg: float = MISSING
     max_length_mm: float = MISSING
-    eos_threshold: Optional[float] = MISSING
+    eos_threshold: Any = MISSING  # a probability, "max" or null (checked by TrackingOptions)
     end_radius_mm: float = MISSING
     endpoint_tolerance_mm: float = MISSING
     max_scored_bundles: int = MISSING

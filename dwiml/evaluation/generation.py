@@ -81,7 +81,7 @@ class GenerationValidation:
                  streamline_group: str = "streamlines", step_size_mm: float | None = None, nb_init_points: int = 2,
                  max_streamlines_per_subject: int | None = 500, tracking_mask: str | None = None,
                  algo: str = "det", max_angle_deg: float = 90.0, max_length_mm: float = 300.0,
-                 eos_threshold: float | None = None, end_radius_mm: float = 2.0,
+                 eos_threshold: float | str | None = None, end_radius_mm: float = 2.0,
                  endpoint_tolerance_mm: float = 0.0, max_scored_bundles: int = 20, batch_size: int = 10_000,
                  seed: int = 1234):
         if every_n_epochs < 1 or nb_init_points < 1:

@@ -262,11 +262,16 @@ class Tracker:
                                    new_lengths, o.max_angle_deg, o.max_length_mm, o.mask_interpolation)
             if self.tissues is not None:
                 reasons = tissue_stops(self.tissues.status(new_points, self.generator), reasons)
-            reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
+            if o.eos_threshold is not None:
+                reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
             going = reasons == Stop.CONTINUE
             if bool(going.all()):  # the usual step: every row goes on, nothing to select or record
-                path[t, active] = new_points
-                nb[active] += 1
+                if len(active) == batch:  # no row stopped yet: active is every row, in order
+                    path[t] = new_points
+                    nb += 1
+                else:
+                    path[t, active] = new_points
+                    nb[active] += 1
                 points, previous, lengths_mm = new_points, step, new_lengths
                 continue
             last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & inside_mask(new_points, self.mask.shape)
