@@ -27,7 +27,6 @@ VARIANTS = {
     "no end filter (--min-end-eos)": ([], replace(RECIPE, min_end_eos=None)),
     "signal SH input, not the fODF": (["step.input_group=input"], RECIPE),
     "no split streamlines": (["loader.split_ratio=0.0"], RECIPE),
-    "no forward noise": (["loader.noise_gaussian_size_forward=0.0"], RECIPE),
 }
 COLUMNS = ("valid_pct", "invalid_pct", "no_connection_pct", "invalid_bundles", "mean_overlap", "mean_overreach",
            "mean_f1")
