@@ -1,14 +1,19 @@
-"""Loader throughput on the phantom, and the loader's share of a training step.
+"""Loader throughput, lazy against in memory, and the loader's share of a training step.
 
 Components are built from the default training config (Hydra compose API), as ``dwiml-train``
-builds them. Prints, side by side in one run (medians over repeats):
+builds them, on two datasets: the built-in phantom, and volume-spanning data (5 subjects of
+64^3 x 45 float32, 3,000 straight streamlines across the whole volume each, 1 mm steps, written to a
+temporary HDF5: every batch's bounding box is the whole volume, as on real subjects). For each,
+prints side by side in one run (medians over repeats):
 
 1. batches/s and points/s of sample + load + augment (DataLoader) + interpolate (the step's
-   volume retrieval and trilinear), lazy and in memory, with 0 and 2 workers;
+   volume retrieval and trilinear), lazy and in memory, with 0 and ``--workers`` workers, and
+   lazy / in memory at 0 workers (target >= 50%);
 2. for one training step of the default LSTM (forward, loss, backward, optimizer step) with
-   2 workers, the time the step waits for data and the time it computes;
-3. lazy reads of scattered streamlines in a large subject (10M points, written to a temporary
-   HDF5): dwiml's one read per subject (a union of row slices) against one read per streamline.
+   ``--workers`` workers, the time the step waits for data and the time it computes (target < 10%);
+
+and then 3. lazy reads of scattered streamlines in a large subject (10M points, written to a temporary
+HDF5): dwiml's one read per subject (a union of row slices) against one read per streamline.
 
 Usage:
     python bench/loader.py [--cache-dir DIR] [--batches 40] [--repeats 5] [--workers 2] [--threads 1] [--max-load L]
@@ -24,12 +29,18 @@ import time
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import torch
+import yaml
+from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+from dipy.io.streamline import save_tractogram
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dwiml.config.build import build
+from dwiml.config.schema import register_configs
+from dwiml.data.hdf5 import create_hdf5, load_groups_config
 from dwiml.data.lazy import HDF5Reader
 from dwiml.data.streamlines import point_streamline_ids
 from dwiml.models.io import build_model
@@ -37,10 +48,35 @@ from dwiml.training.run import _data_loader
 from timing import add_machine_options, begin, finish, median_seconds_each
 
 
-def components(cache_dir: str, lazy: bool, workers: int):
+def spanning_hdf5(folder: Path, nb_subjects: int = 5, size: int = 64, nb_features: int = 45,
+                  nb_streamlines: int = 3000) -> Path:
+    """An HDF5 of subjects whose streamlines are straight lines from one face of the volume to the opposite one."""
+    rng = np.random.default_rng(0)
+    names = [f"span-{i}" for i in range(nb_subjects)]
+    for name in names:
+        subject = folder / name
+        (subject / "bundles").mkdir(parents=True)
+        image = nib.Nifti1Image(rng.normal(size=(size,) * 3 + (nb_features,)).astype(np.float32), np.eye(4))
+        nib.save(image, subject / "input.nii")
+        axes = rng.integers(0, 3, nb_streamlines)
+        start, end = rng.uniform(0, size - 1, (2, nb_streamlines, 3))
+        start[np.arange(nb_streamlines), axes], end[np.arange(nb_streamlines), axes] = 0, size - 1
+        steps = np.arange(np.ceil(np.linalg.norm(end - start, axis=1).max()) + 1)
+        unit = (end - start) / np.linalg.norm(end - start, axis=1, keepdims=True)
+        lines = [np.clip(a + steps[:int(np.linalg.norm(b - a)) + 1, None] * u, 0, size - 1).astype(np.float32)
+                 for a, b, u in zip(start, end, unit)]
+        save_tractogram(StatefulTractogram(lines, image, Space.VOX, origin=Origin.NIFTI),
+                        str(subject / "bundles" / "all.trk"), bbox_valid_check=False)
+    groups = {"input": {"type": "volume", "files": ["input.nii"], "standardization": "none"},
+              "streamlines": {"type": "streamlines", "files": ["bundles/*.trk"]}}
+    (folder / "groups.yaml").write_text(yaml.safe_dump(groups))
+    return create_hdf5(folder, load_groups_config(folder / "groups.yaml"), folder / "spanning.hdf5",
+                       names, [], [])
+
+
+def components(data: list[str], lazy: bool, workers: int):
     with initialize_config_module("dwiml.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"dataset.cache_dir={cache_dir}", f"dataset.lazy={lazy}",
-                                          f"num_workers={workers}"])
+        cfg = compose("train", overrides=[*data, f"dataset.lazy={lazy}", f"num_workers={workers}"])
     dataset = build(cfg.dataset)
     step = build(cfg.step, dataset=dataset, device=cfg.device)
     return cfg, dataset, _data_loader(cfg, dataset.training, shuffle=True), step
@@ -81,7 +117,50 @@ def training_split(loader, step, model, optimizer, count: int) -> tuple[float, f
         wait, compute = wait + ready - start, compute + time.perf_counter() - ready
 
 
+def loader_table(data: list[str], batches_per_repeat: int, repeats: int, workers: int) -> None:
+    """Throughput, lazy and in memory, with 0 and ``workers`` workers."""
+    print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")
+    rates = {}
+    for lazy, nb_workers in itertools.product((False, True), (0, workers)):
+        _, dataset, loader, step = components(data, lazy, nb_workers)
+        throughput(loader, step, batches_per_repeat)  # warm-up: workers started, caches filled
+        reads_before = dataset.reader.nb_reads if lazy else 0
+        runs = [throughput(loader, step, batches_per_repeat) for _ in range(repeats)]
+        seconds = statistics.median(s for s, _ in runs)
+        points = statistics.median(p for _, p in runs)
+        rates[lazy, nb_workers] = points / seconds
+        reads = (dataset.reader.nb_reads - reads_before) / (batches_per_repeat * repeats) if lazy else 0
+        shown = f"{reads:.1f}" if lazy and nb_workers == 0 else "in workers" if lazy else "-"  # counted here
+        print(f"{'lazy' if lazy else 'in memory':10s} {nb_workers:7d} {batches_per_repeat / seconds:10.1f} "
+              f"{points / seconds:11.0f} {shown:>17s}", flush=True)
+        del loader  # stops its workers
+    print(f"lazy / in memory, 0 workers: {rates[True, 0] / rates[False, 0]:.1%} (target >= 50%)")
+
+
+def step_table(data: list[str], batches_per_repeat: int, repeats: int, workers: int) -> None:
+    """The training step's wait for data against its computation, lazy and in memory."""
+    for lazy in (False, True):
+        cfg, dataset, loader, step = components(data, lazy, workers)
+        if not lazy:
+            print(f"training step of the default model ({OmegaConf.select(cfg, 'model.rnn_type')}), "
+                  f"{workers} workers: time waiting for data vs computing")
+        model_config = OmegaConf.to_container(cfg.model, resolve=True)
+        model_config["input_size"] = step.input_size
+        model = build_model(model_config)
+        optimizer = build(cfg.optim)(model.parameters())
+        training_split(loader, step, model, optimizer, batches_per_repeat)  # warm-up
+        splits = [training_split(loader, step, model, optimizer, batches_per_repeat) for _ in range(repeats)]
+        wait = statistics.median(w for w, _ in splits)
+        compute = statistics.median(c for _, c in splits)
+        share = statistics.median(w / (w + c) for w, c in splits)
+        print(f"{'lazy' if lazy else 'in memory':10s} wait {wait / batches_per_repeat * 1e3:7.2f} ms/step, "
+              f"compute {compute / batches_per_repeat * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 10%)",
+              flush=True)
+        del loader
+
+
 def main() -> None:
+    register_configs()
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"),
                         help="where the phantom is (or gets) generated [$DWIML_CACHE_DIR or ~/.cache/dwiml: %(default)s]")
@@ -92,39 +171,16 @@ def main() -> None:
     args = parser.parse_args()
     args.cache_dir = str(Path(args.cache_dir).expanduser())
     threads = begin(args, extra_threads=args.workers)
-    print(f"phantom in {args.cache_dir}; {args.batches} batches per repeat, median of {args.repeats}; "
-          f"main process {torch.get_num_threads()} torch threads", flush=True)
-    print(f"{'mode':10s} {'workers':>7s} {'batches/s':>10s} {'points/s':>11s} {'HDF5 reads/batch':>17s}")
-    for lazy, workers in itertools.product((False, True), (0, args.workers)):
-        cfg, dataset, loader, step = components(args.cache_dir, lazy, workers)
-        throughput(loader, step, args.batches)  # warm-up: workers started, caches filled
-        reads_before = dataset.reader.nb_reads if lazy else 0
-        runs = [throughput(loader, step, args.batches) for _ in range(args.repeats)]
-        seconds = statistics.median(s for s, _ in runs)
-        points = statistics.median(p for _, p in runs)
-        reads = (dataset.reader.nb_reads - reads_before) / (args.batches * args.repeats) if lazy else 0
-        shown = f"{reads:.1f}" if lazy and workers == 0 else "in workers" if lazy else "-"  # counted here
-        print(f"{'lazy' if lazy else 'in memory':10s} {workers:7d} {args.batches / seconds:10.1f} "
-              f"{points / seconds:11.0f} {shown:>17s}", flush=True)
-        del loader  # stops its workers
-
-    print(f"\ntraining step of the default model ({OmegaConf.select(cfg, 'model.rnn_type')}), "
-          f"{args.workers} workers: time waiting for data vs computing")
-    for lazy in (False, True):
-        cfg, dataset, loader, step = components(args.cache_dir, lazy, args.workers)
-        model_config = OmegaConf.to_container(cfg.model, resolve=True)
-        model_config["input_size"] = step.input_size
-        model = build_model(model_config)
-        optimizer = build(cfg.optim)(model.parameters())
-        training_split(loader, step, model, optimizer, args.batches)  # warm-up
-        splits = [training_split(loader, step, model, optimizer, args.batches) for _ in range(args.repeats)]
-        wait = statistics.median(w for w, _ in splits)
-        compute = statistics.median(c for _, c in splits)
-        share = statistics.median(w / (w + c) for w, c in splits)
-        print(f"{'lazy' if lazy else 'in memory':10s} wait {wait / args.batches * 1e3:7.2f} ms/step, "
-              f"compute {compute / args.batches * 1e3:7.2f} ms/step, data share {share:6.1%} (target < 15%)",
-              flush=True)
-        del loader
+    print(f"{args.batches} batches per repeat, median of {args.repeats}; main process {torch.get_num_threads()} "
+          f"torch threads", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        datasets = {f"phantom in {args.cache_dir}": [f"dataset.cache_dir={args.cache_dir}"],
+                    "volume-spanning streamlines, 5 subjects of 64^3 x 45":
+                        ["dataset=hdf5", f"dataset.hdf5_path={spanning_hdf5(Path(folder))}"]}
+        for name, data in datasets.items():
+            print(f"\n{name}")
+            loader_table(data, args.batches, args.repeats, args.workers)
+            step_table(data, args.batches, args.repeats, args.workers)
     scattered_reads(args.repeats)
     finish(args, threads)
 

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from dwiml.config.build import build
-from dwiml.data.dataset import MultiSubjectDataset
+from dwiml.data.dataset import WHOLE_VOLUME_SHARE, MultiSubjectDataset
 from dwiml.data.lazy import LRUCache
 from dwiml.data.loader import BatchLoader
 from dwiml.data.sampler import BatchSampler
@@ -183,6 +183,22 @@ def test_lazy_interpolation_equals_in_memory_interpolation(rechunked, cache_byte
     assert interior.sum() > 10 and len(torch.unique(subjects[interior])) == 3
     step.volumes.margin = 2
     assert torch.equal(step.interpolate(batch, points, subjects), expected)
+
+
+def test_volumes_that_fit_the_cache_are_read_once_whole_batch_after_batch(rechunked):
+    lazy = MultiSubjectDataset(rechunked, lazy=True, cache_bytes=2**20)
+    batch, points, subjects = _batch_and_points(lazy)
+    step = OneInputStep(lazy, "input")
+    expected = OneInputStep(MultiSubjectDataset(rechunked), "input").interpolate(batch, points, subjects)
+    nb_subjects = len(torch.unique(subjects))
+    reads, bytes_read = lazy.reader.nb_reads, lazy.reader.bytes_read  # the batch's streamlines
+    for _ in range(3):
+        assert torch.equal(step.interpolate(batch, points, subjects), expected)
+        assert lazy.reader.nb_reads == reads + nb_subjects  # one whole read per subject, the first time only
+    shape = lazy.training.shapes[0, "input"]
+    assert lazy.reader.bytes_read - bytes_read == 4 * np.prod(shape) * nb_subjects
+    small = MultiSubjectDataset(rechunked, lazy=True, cache_bytes=4 * np.prod(shape) * WHOLE_VOLUME_SHARE - 1)
+    assert not small.training.fits_cache(0, "input") and lazy.training.fits_cache(0, "input")
 
 
 def test_lazy_dataset_pickles_without_handle_or_cache(rechunked):

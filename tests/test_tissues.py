@@ -142,6 +142,9 @@ def test_tracked_streamlines_end_where_dipy_says(tmp_path, rule):
         if statuses[end] == Tissue.INCLUDED and (rule == "act" or seed[0] > 12):
             expected.append(np.vstack([seed, line[:end + 1]]))
     kept = tracked.as_list()
+    nowhere = TissueMaps(torch.zeros(LINE_SHAPE), torch.from_numpy(exclude), rule, STEP_MM / 1.0)
+    leaving = Tracker(tracker.model, tracker.inputs, torch.ones(LINE_SHAPE), torch.ones(3), options, nowhere)
+    assert len(leaving.track(seeds[seeds[:, 0] > 12]).lengths) == 0  # left the volume (dipy's OUTSIDEIMAGE): rejected
     if rule == "act":
         assert len(kept) == len(expected) > 10
         for ours, theirs in zip(kept, expected):

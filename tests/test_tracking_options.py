@@ -114,3 +114,10 @@ def test_probabilistic_chunks_do_not_depend_on_the_shard(tmp_path):
     assert torch.equal(torch.cat([p.seed_ids for p in parts]), whole.seed_ids) and len(whole.seed_ids) == len(SEEDS)
     first_steps = [p.points[:NB_STEPS + 1].diff(dim=0) for p in parts]  # the chunks draw different directions
     assert not torch.allclose(*first_steps)
+
+
+@pytest.mark.parametrize("value, expected", [("max", "max"), ("0.3", 0.3), ("null", None)])
+def test_generation_validation_takes_every_eos_rule(tmp_path, value, expected):
+    cfg = compose_run(tmp_path, tmp_path, ["gv=default", f"gv.eos_threshold={value}"])
+    assert cfg.gv.eos_threshold == expected
+    TrackingOptions(eos_threshold=cfg.gv.eos_threshold)  # the rule GenerationValidation passes on

@@ -210,6 +210,7 @@ class StreamlinesStepConfig:
 @dataclass
 class GenerationValidationConfig:
     _target_: str = "dwiml.evaluation.generation.GenerationValidation"
+    subsets: list[str] = MISSING
     every_n_epochs: int = MISSING
     streamline_group: str = MISSING
     step_size_mm: Optional[float] = MISSING
@@ -219,7 +220,7 @@ class GenerationValidationConfig:
     algo: str = MISSING
     max_angle_deg: float = MISSING
     max_length_mm: float = MISSING
-    eos_threshold: Optional[float] = MISSING
+    eos_threshold: Any = MISSING  # a probability, "max" or null (checked by TrackingOptions)
     end_radius_mm: float = MISSING
     endpoint_tolerance_mm: float = MISSING
     max_scored_bundles: int = MISSING

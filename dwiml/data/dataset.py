@@ -21,6 +21,8 @@ from dwiml.data.hdf5 import SUBSETS, open_hdf5, subject_lists
 from dwiml.data.lazy import HDF5Reader, ranges
 from dwiml.errors import DwimlError
 
+WHOLE_VOLUME_SHARE = 4  # lazy mode: volumes up to this fraction of the cache are read and kept whole
+
 
 @dataclass(frozen=True)
 class StreamlineIndex:
@@ -60,11 +62,23 @@ class SubjectSet:
         return len(self.subjects)
 
     def volume(self, subject: int, group: str) -> np.ndarray:
-        """The ``(X, Y, Z, F)`` float32 volume of a volume group."""
+        """The ``(X, Y, Z, F)`` float32 volume of a volume group.
+
+        In lazy mode, a volume that :meth:`fits_cache` is read whole, in one read, and kept in the
+        cache as one array; a larger one is assembled from its cached chunk blocks."""
         self.check_group(group, "volume")
         if not self.lazy:
             return self._arrays[subject, group]
+        if self.fits_cache(subject, group):
+            name = f"{self.subjects[subject]}/{group}"
+            return self.reader.cache.get((name, "whole"), lambda: self.reader.read(f"{name}/data", np.s_[...]))
         return self.volume_region(subject, group, (0, 0, 0), self.shapes[subject, group][:3])[0]
+
+    def fits_cache(self, subject: int, group: str) -> bool:
+        """True in memory, and in lazy mode for a volume taking at most ``1 / WHOLE_VOLUME_SHARE`` of
+        the cache (the volumes of several subjects stay cached whole, batch after batch)."""
+        nbytes = 4 * int(np.prod(self.shapes[subject, group]))  # float32
+        return not self.lazy or nbytes <= self.reader.cache.max_bytes // WHOLE_VOLUME_SHARE
 
     def volume_region(self, subject: int, group: str, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """Voxels ``[lo, hi)`` of a volume group, clamped to the volume, and their origin (``lo`` clamped).

@@ -56,5 +56,11 @@ def _tables(nx: int, ny: int, nz: int, dtype: torch.dtype, device: torch.device)
 
 def inside_mask(points: Tensor, shape: tuple[int, ...]) -> Tensor:
     """True for points inside the volume's extent (each voxel spans ±0.5 around its centre)."""
-    upper = torch.tensor(shape[:3], dtype=points.dtype, device=points.device) - 0.5
+    upper = shape_tensor(tuple(shape[:3]), points.dtype, points.device) - 0.5
     return ((points >= -0.5) & (points < upper)).all(dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def shape_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.tensor(shape)``, made once per shape, dtype and device (steps of tracking need it at every step)."""
+    return torch.tensor(shape, dtype=dtype, device=device)

@@ -5,8 +5,11 @@ in its voxel coordinates, so that ``trilinear(volume, local_points)`` gives the 
 whichever source is used:
 
 - :class:`DeviceVolumes` (``lazy=False``): whole volumes, kept on the device, the last few used;
-- :class:`VolumeRegions` (``lazy=True``): per call, only the bounding box of the points'
-  interpolation corners (plus ``margin`` voxels), read through the dataset's chunk cache.
+- :class:`VolumeRegions` (``lazy=True``): a volume that fits the dataset's cache (see
+  ``SubjectSet.fits_cache``) is read whole once, kept in the cache, and used like an in-memory
+  one (batches spanning the volume then assemble nothing); a larger one gives, per call, only the
+  bounding box of the points' interpolation corners (plus ``margin`` voxels), read through the
+  dataset's chunk cache. Besides the cache, the last ``cache_size`` whole volumes stay on the device.
   The box holds every corner that lies inside the volume, corners outside the volume stay
   outside the box (so they still count as zeros), and the shift by the box's origin is exact
   in floating point (an integer no larger than the coordinates, which stay non-negative).
@@ -42,12 +45,17 @@ class DeviceVolumes:
 
 
 class VolumeRegions:
-    """The bounding box of the points' corners (widened by ``margin`` voxels), read on demand."""
+    """The whole volume when it fits the cache, else the bounding box of the points' corners
+    (widened by ``margin`` voxels), read on demand."""
 
-    def __init__(self, dataset: MultiSubjectDataset, group: str, device: torch.device, margin: int = 0):
+    def __init__(self, dataset: MultiSubjectDataset, group: str, device: torch.device, margin: int = 0,
+                 cache_size: int = 4):
         self.dataset, self.group, self.device, self.margin = dataset, group, device, margin
+        self.whole = DeviceVolumes(dataset, group, device, cache_size)
 
     def around(self, subset: str, subject: int, points: Tensor) -> tuple[Tensor, Tensor]:
+        if self.dataset.subset(subset).fits_cache(subject, self.group):
+            return self.whole.around(subset, subject, points)
         corners = torch.stack([points.detach().amin(0), points.detach().amax(0)]).floor().cpu().numpy()
         lo = corners[0].astype(np.int64) - self.margin
         hi = corners[1].astype(np.int64) + 2 + self.margin
@@ -60,5 +68,5 @@ def volume_source(dataset: MultiSubjectDataset, group: str, device: torch.device
                   cache_size: int) -> DeviceVolumes | VolumeRegions:
     """Regions read on demand for a lazy dataset, whole volumes on the device otherwise."""
     if dataset.lazy:
-        return VolumeRegions(dataset, group, device)
+        return VolumeRegions(dataset, group, device, cache_size=cache_size)
     return DeviceVolumes(dataset, group, device, cache_size)

@@ -23,6 +23,7 @@ connections (pairs absent from the ground truth) and the share of streamlines on
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +110,11 @@ def dilate_labels(labels: np.ndarray, affine: np.ndarray, tolerance_mm: float) -
     return np.where(distance <= tolerance_mm, grown, 0).astype(labels.dtype)
 
 
-def voxel_map(streamlines: Packed, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean volume of the voxels the streamlines cross (segments sampled every half voxel)."""
-    volume = np.zeros(shape[:3], dtype=bool)
-    mark(volume, streamlines.points)
+def segment_samples(streamlines: Packed) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The points, then points along every segment at most half a voxel apart, in chunks, each with
+    the index of the streamline it belongs to (what finds the voxels the streamlines cross)."""
+    owner = np.repeat(np.arange(len(streamlines.lengths)), streamlines.lengths)
+    yield streamlines.points, owner
     is_last = np.zeros(len(streamlines.points), dtype=bool)
     is_last[streamlines.offsets + streamlines.lengths - 1] = True
     starts = np.flatnonzero(~is_last)
@@ -121,7 +123,14 @@ def voxel_map(streamlines: Packed, shape: tuple[int, ...]) -> np.ndarray:
         nb = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / SAMPLING_VOX)).astype(np.int64)
         segment = np.repeat(np.arange(len(a)), nb)
         t = (np.arange(nb.sum()) - np.repeat(np.cumsum(nb) - nb, nb)) / nb[segment]
-        mark(volume, a[segment] + t[:, None] * (b - a)[segment])
+        yield a[segment] + t[:, None] * (b - a)[segment], owner[chunk][segment]
+
+
+def voxel_map(streamlines: Packed, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean volume of the voxels the streamlines cross (segments sampled every half voxel)."""
+    volume = np.zeros(shape[:3], dtype=bool)
+    for points, _ in segment_samples(streamlines):
+        mark(volume, points)
     return volume
 
 
@@ -282,6 +291,23 @@ ROW_NAMES = {
     "false_positive_connections": "false-positive connections",
     "false_negative_connections": "false-negative connections",
     "false_positive_connection_rate": "false-positive connection rate",
+    "VS_pct": "valid streamlines VS (%)",
+    "WPC_pct": "wrong-path connections WPC (%)",
+    "IC_pct": "invalid connections IC (%)",
+    "NC_pct": "no connection NC (%)",
+    "IS_pct": "invalid streamlines IS (%)",
+    "VB": "valid bundles VB",
+    "IB": "invalid bundles IB",
+    "mean_OL": "mean overlap OL",
+    "mean_OR_pct_gt": "mean overreach OR (/ ground truth)",
+    "mean_OR_pct_vs": "mean overreach OR (/ recovered)",
+    "mean_F1": "mean F1",
+    "VS": "VS",
+    "WPC": "WPC",
+    "OL": "OL",
+    "OR_pct_gt": "OR (/ ground truth)",
+    "OR_pct_vs": "OR (/ recovered)",
+    "F1": "F1",
     "valid_streamlines": "valid streamlines",
     "overlap": "OL",
     "overreach": "OR",
@@ -292,9 +318,9 @@ ROW_NAMES = {
 def format_table(results: dict[str, dict]) -> str:
     """A readable table: one row per metric (per-bundle metrics last), one column per candidate."""
     first = next(iter(results.values()))
-    rows = [(ROW_NAMES[key], [r[key] for r in results.values()]) for key in first if key != "bundles"]
-    for name in first["bundles"]:
-        for key in ("valid_streamlines", "overlap", "overreach", "f1"):
+    rows = [(ROW_NAMES[key], [r[key] for r in results.values()]) for key in first if not isinstance(first[key], dict)]
+    for name, bundle in first["bundles"].items():
+        for key in (k for k in bundle if k in ROW_NAMES):
             rows.append((f"{name}: {ROW_NAMES[key]}", [r["bundles"][name][key] for r in results.values()]))
 
     def cell(value) -> str:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dipy.io.stateful_tractogram import StatefulTractogram
 from dipy.io.streamline import load_tractogram
+from dipy.io.utils import is_header_compatible
 
 from dwiml.errors import DwimlError
 from dwiml.tracking.output import save_tractogram_atomic
@@ -69,17 +69,18 @@ def merge_shards(paths: list[str | Path], out: str | Path) -> int:
         if not Path(path).is_file():
             raise DwimlError(f"{path}: no such file")
         sft = load_tractogram(str(path), "same", bbox_valid_check=False)
-        if SEED_IDS not in sft.data_per_streamline:
+        if len(sft) and SEED_IDS not in sft.data_per_streamline:  # an empty file keeps no per-streamline keys
             raise DwimlError(f"{path}: no data_per_streamline '{SEED_IDS}': not written by dwiml-track")
-        if shards and not StatefulTractogram.are_compatible(shards[0], sft):
+        if shards and not is_header_compatible(shards[0], sft):
             raise DwimlError(f"{path}: another grid (affine, dimensions or voxel order) than {paths[0]}")
         shards.append(sft)
     if not shards:
         raise DwimlError("no shard to merge")
-    merged = shards[0]
-    for sft in shards[1:]:
+    filled = [sft for sft in shards if len(sft)] or shards[:1]
+    merged = filled[0]
+    for sft in filled[1:]:
         merged = merged + sft
-    ids = np.asarray(merged.data_per_streamline[SEED_IDS]).reshape(-1)
+    ids = np.asarray(merged.data_per_streamline.get(SEED_IDS, np.zeros(0))).reshape(-1)
     if len(np.unique(ids)) != len(ids):
         raise DwimlError(f"the shards share seeds (seed ids seen twice): {', '.join(map(str, paths))}")
     save_tractogram_atomic(merged[np.argsort(ids, kind="stable")], out)

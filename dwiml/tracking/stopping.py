@@ -44,8 +44,8 @@ def mask_values(mask: Tensor, points: Tensor, interpolation_mode: str = "nearest
     if interpolation_mode == "trilinear":
         values = interpolation.trilinear(mask[..., None].float(), points)[:, 0]
     elif interpolation_mode == "nearest":
-        shape = torch.tensor(mask.shape, device=mask.device)
-        voxels = torch.floor(points + 0.5).long().clamp(min=0).minimum(shape - 1)
+        last = interpolation.shape_tensor(tuple(n - 1 for n in mask.shape), torch.long, mask.device)
+        voxels = torch.floor(points + 0.5).long().clamp(min=0).minimum(last)
         values = mask[tuple(voxels.T)].float()
     else:
         raise ValueError(f"interpolation_mode must be 'nearest' or 'trilinear', got {interpolation_mode!r}")

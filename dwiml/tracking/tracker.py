@@ -154,11 +154,11 @@ class Tracker:
         seeds = seeds.detach().cpu().float()
         size = self.options.batch_size
         span = shard.seed_range(len(seeds), size)
-        ids = torch.arange(span.start, span.stop)
         parts, kept, nb_kept = [], [], 0
-        with tqdm(total=len(ids), desc="tracking", unit="seed", disable=None if progress else True) as bar:
-            for chunk_ids in torch.split(ids, size):
-                self.generator.manual_seed(chunk_rng_seed(self.options.rng_seed, int(chunk_ids[0]) // size))
+        with tqdm(total=len(span), desc="tracking", unit="seed", disable=None if progress else True) as bar:
+            for start in range(span.start, span.stop, size):
+                chunk_ids = torch.arange(start, min(start + size, span.stop))
+                self.generator.manual_seed(chunk_rng_seed(self.options.rng_seed, start // size))
                 points, lengths, accepted = self._track_chunk(seeds[chunk_ids].to(self.device))
                 keep = accepted & self._valid_length(lengths)
                 parts.append(select(points, lengths, keep))
@@ -166,7 +166,7 @@ class Tracker:
                 nb_kept += len(kept[-1])
                 bar.update(len(chunk_ids))
                 bar.set_postfix(kept=nb_kept)
-        kept_ids = torch.cat(kept) if kept else ids
+        kept_ids = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
         return Tracked(*_concat(parts), seeds[kept_ids], kept_ids)
 
     def _valid_length(self, lengths: Tensor) -> Tensor:
@@ -262,11 +262,16 @@ class Tracker:
                                    new_lengths, o.max_angle_deg, o.max_length_mm, o.mask_interpolation)
             if self.tissues is not None:
                 reasons = tissue_stops(self.tissues.status(new_points, self.generator), reasons)
-            reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
+            if o.eos_threshold is not None:
+                reasons = torch.where(self._eos(outputs), int(Stop.EOS), reasons)
             going = reasons == Stop.CONTINUE
             if bool(going.all()):  # the usual step: every row goes on, nothing to select or record
-                path[t, active] = new_points
-                nb[active] += 1
+                if len(active) == batch:  # no row stopped yet: active is every row, in order
+                    path[t] = new_points
+                    nb += 1
+                else:
+                    path[t, active] = new_points
+                    nb[active] += 1
                 points, previous, lengths_mm = new_points, step, new_lengths
                 continue
             last = o.keep_last_point & (reasons == Stop.LEFT_MASK) & inside_mask(new_points, self.mask.shape)
