@@ -33,7 +33,7 @@ from dwiml.config.schema import register_configs
 from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.hdf5 import read_subject_list
 from dwiml.models.io import build_model
-from dwiml.tracking.baseline import csd_peaks, track_deterministic
+from dwiml.tracking.baseline import csd_peaks, track_dipy
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.stopping import stop_reasons
 from dwiml.tracking.subject import load_tracking_model, subject_from_hdf5
@@ -165,8 +165,8 @@ def main() -> None:
     fit_seconds = time.perf_counter() - start
     rules = (options.step_size_mm, options.max_angle_deg, options.min_length_mm, options.max_length_mm)
     seeds_np = seeds.numpy()
-    sft = track_deterministic(peaks, mask, seeds_np, dwi, *rules)
-    seconds = median_seconds(lambda: track_deterministic(peaks, mask, seeds_np, dwi, *rules), args.repeats)
+    sft = track_dipy(peaks, mask, seeds_np, dwi, *rules)
+    seconds = median_seconds(lambda: track_dipy(peaks, mask, seeds_np, dwi, *rules), args.repeats)
     dipy_rate = len(seeds_np) / seconds
     print(f"dipy LocalTracking (deterministic, CSD peaks fitted once in {fit_seconds:.1f} s, not timed): "
           f"{len(seeds_np)} seeds in {seconds:.3f} s = {dipy_rate:.1f} streamlines/s ({len(sft)} kept)")

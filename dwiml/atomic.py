@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+COMPLETE = ".complete"  # the last file of a replacing atomic folder: a copy holding it is whole
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -29,18 +31,21 @@ def atomic_folder(folder: str | Path, replace: bool = True) -> Iterator[Path]:
     """A temporary folder to fill, moved to ``folder`` only if the block succeeds, removed otherwise.
 
     ``replace=True`` (one writer at a time, e.g. a run's checkpoint): the temporary folder is
-    ``<folder>.tmp`` and an existing ``folder`` is replaced, kept as ``<folder>.old`` until the new one
-    is in place (see :func:`replace_folder`). ``replace=False`` (a cache that several processes may
-    fill at once): the temporary folder is ``<folder>.tmp-<pid>``, and when another process has
-    created ``folder`` first, its version is kept.
+    ``<folder>.tmp``, marked complete (:data:`COMPLETE`) when the block succeeds, and an existing
+    ``folder`` is replaced (see :func:`replace_folder`); a swap that a kill cut short is finished first.
+    ``replace=False`` (a cache that several processes may fill at once): the temporary folder is
+    ``<folder>.tmp-<pid>``, and when another process has created ``folder`` first, its version is kept.
     """
     folder = Path(folder)
-    tmp = folder.with_name(f"{folder.name}.tmp" if replace else f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if replace:
+        restore_folder(folder)
+    tmp = _new_folder(folder) if replace else folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    _remove(tmp)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         if replace:
+            (tmp / COMPLETE).touch()
             replace_folder(tmp, folder)
         else:
             try:
@@ -49,19 +54,47 @@ def atomic_folder(folder: str | Path, replace: bool = True) -> Iterator[Path]:
                 if not folder.is_dir() or not any(folder.iterdir()):
                     raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
 
 
 def replace_folder(new: Path, folder: Path) -> None:
-    """Move ``new`` to ``folder``; the old ``folder`` is kept as ``<folder>.old`` until then."""
+    """Move the complete folder ``new`` to ``folder``. The old ``folder`` is kept as ``<folder>.old`` until
+    then; a kill at any moment leaves at least one complete copy among ``folder``, ``new`` and ``.old``."""
     old = previous_folder(folder)
-    shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
+        _remove(old)
         os.replace(folder, old)
     os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def complete_copy(folder: Path) -> Path | None:
+    """``folder`` if complete, else the complete copy a swap cut short left (the new one first), or None."""
+    for copy in (folder, _new_folder(folder), previous_folder(folder)):
+        if (copy / COMPLETE).is_file():
+            return copy
+    return None
+
+
+def restore_folder(folder: Path) -> None:
+    """Finish a swap cut short between its two renames: a complete copy takes the missing ``folder``'s place."""
+    copy = complete_copy(folder)
+    if not folder.exists() and copy is not None:
+        os.replace(copy, folder)
+        _remove(previous_folder(folder))
 
 
 def previous_folder(folder: Path) -> Path:
     """Where :func:`replace_folder` keeps the previous version of ``folder`` while it replaces it."""
     return folder.with_name(f"{folder.name}.old")
+
+
+def _new_folder(folder: Path) -> Path:
+    """Where :func:`atomic_folder` writes the next version of ``folder``."""
+    return folder.with_name(f"{folder.name}.tmp")
+
+
+def _remove(folder: Path) -> None:
+    """Remove a folder, its completeness mark first (a folder half removed is never taken as complete)."""
+    (folder / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -3,7 +3,7 @@
 ::
 
     outputs/<date>/<time>-<microseconds>/     multirun/<date>/<time>-<microseconds>/<job>/ for -m
-      .hydra/config.yaml, overrides.yaml   the composed config (.hydra/resumed-<time>/ for each resume)
+      .hydra/config.yaml, overrides.yaml   the composed config (.hydra/resumed-<time>/ for each continuation)
       train.log           the text log (Hydra's job log)
       dataset.json        the HDF5 file the run trains on, resolved
       metrics.csv, batch_metrics.csv, gv_metrics.csv
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from dwiml.atomic import atomic_path, previous_folder
+from dwiml.atomic import atomic_path, complete_copy
 from dwiml.errors import DwimlError
 
 CONFIG_DIR, CONFIG, OVERRIDES = ".hydra", "config.yaml", "overrides.yaml"
@@ -66,11 +66,32 @@ class RunFolder:
         return self.metrics.is_file()
 
     def checkpoint_state(self) -> Path | None:
-        """The checkpoint file, or the previous one if a save was cut short; None without any."""
-        for folder in (self.checkpoint, previous_folder(self.checkpoint)):
-            if (folder / STATE).is_file():
-                return folder / STATE
-        return None
+        """The checkpoint file, in a complete copy of the checkpoint if a save was cut short; None without any."""
+        folder = complete_copy(self.checkpoint)
+        return None if folder is None else folder / STATE
+
+    def holds_run(self) -> bool:
+        """Whether training already wrote here (a batch, or a checkpoint)."""
+        return self.batch_metrics.is_file() or self.checkpoint_state() is not None
+
+    def continues(self, resume: str | None, auto_resume: bool) -> bool:
+        """Whether a run started here continues the folder's run; a new run in a folder that holds one is
+        refused: it continues only with ``resume=`` or ``trainer.auto_resume=true``."""
+        if resume is not None:
+            return True
+        if not self.holds_run():
+            return False
+        if not auto_resume:
+            raise DwimlError(f"{self.root} already holds a run: continue it with resume={self.root} or "
+                             "trainer.auto_resume=true, or train in another folder")
+        return True
+
+    def save_continuation(self, config: DictConfig, overrides: list[str]) -> None:
+        """Record a continued run's config and this command's overrides in ``.hydra/resumed-<time>/``."""
+        folder = self.root / CONFIG_DIR / f"resumed-{_START.time:%Y-%m-%d_%H-%M-%S-%f}"
+        for name, node in ((CONFIG, config), (OVERRIDES, OmegaConf.create(list(overrides)))):
+            with atomic_path(folder / name) as tmp:
+                OmegaConf.save(node, tmp)
 
     def write_dataset(self, hdf5_path: str | Path) -> None:
         """Record the HDF5 file the run trains on (absolute), for the commands that read the run later."""
@@ -121,12 +142,16 @@ def sweep_dir() -> str:
     return f"{MULTIRUN}/{_START.time:%Y-%m-%d}/{_START.time:%H-%M-%S-%f}"
 
 
-def output_subdir(resume: str | None) -> str | None:
-    """``hydra.output_subdir``: ``.hydra``, ``.hydra/resumed-<time>`` when resuming, none on the
-    processes that do not write the run folder."""
-    if not _START.writer:
-        return None
-    return CONFIG_DIR if resume is None else f"{CONFIG_DIR}/resumed-{_START.time:%Y-%m-%d_%H-%M-%S-%f}"
+def output_subdir(resume: str | None, auto_resume: bool, output_dir: str) -> str | None:
+    """``hydra.output_subdir``: ``.hydra`` for a new run; none for a run that continues (its saved config
+    is never rewritten: the app checks the continuation, then records it with
+    :meth:`RunFolder.save_continuation`) and on the processes that do not write the run folder. A new
+    run in a folder that holds one ends the app here, before Hydra writes anything."""
+    try:
+        continued = RunFolder(output_dir).continues(resume, auto_resume)
+    except DwimlError as e:
+        sys.exit(f"dwiml-train: error: {e}")
+    return CONFIG_DIR if _START.writer and not continued else None
 
 
 def log_file(output_dir: str) -> str:

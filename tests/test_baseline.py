@@ -29,7 +29,7 @@ def test_baseline_on_phantom_subject(tmp_path):
     sft = load_tractogram(str(out), str(subject / "dwi.nii.gz"), bbox_valid_check=True)
     assert sft.is_bbox_in_vox_valid() and 0.3 * len(seeds) < len(sft) <= len(seeds)
     lengths = length(sft.streamlines)  # RAS mm
-    assert lengths.min() >= 10.0 and lengths.max() <= 200.0
+    assert lengths.min() >= 10.0 - 1e-4 and lengths.max() <= 200.0 + 1e-4  # float32 points
     sft.to_vox()
     sft.to_center()
     # each streamline's seed is one of the given seeds, in the seeding mask
@@ -44,4 +44,19 @@ def test_baseline_on_phantom_subject(tmp_path):
 
     scores = score_files([out], sorted((subject / "bundles").glob("*.trk")), subject / "endpoints_labels.nii.gz",
                          endpoint_tolerance_mm=SCORING_TOLERANCE_MM)[str(out)]
-    assert scores["valid_bundles"] == 3 and scores["valid_pct"] > 40 and scores["mean_overlap"] > 0.4
+    assert scores["valid_bundles"] >= 6 and scores["valid_pct"] > 40 and scores["mean_overlap"] > 0.4
+
+
+def test_probabilistic_baseline_differs_and_is_reproducible(tmp_path):
+    make_phantom(tmp_path / "phantom", nb_subjects=3, seed=3)
+    subject = tmp_path / "phantom" / "sub-02"
+    seeds = seeds_in_mask(torch.from_numpy(np.asarray(nib.load(subject / "seeding_mask.nii.gz").dataobj)),
+                          rng_seed=0).numpy()
+    files = [subject / "dwi.nii.gz", subject / "dwi.bval", subject / "dwi.bvec", subject / "wm_mask.nii.gz", seeds]
+    rules = {"step_size_mm": 1.0, "max_angle_deg": 30.0, "min_length_mm": 10.0, "max_length_mm": 200.0}
+    tracked = [load_tractogram(str(track_files(*files, tmp_path / f"{name}.trk", **rules, algo=algo)),
+                               str(subject / "dwi.nii.gz")).streamlines
+               for name, algo in (("det", "det"), ("prob", "prob"), ("prob2", "prob"))]
+    det, prob, again = (np.concatenate(list(t)) for t in tracked)
+    assert np.array_equal(prob, again)  # the same seeds give the same probabilistic streamlines
+    assert det.shape != prob.shape or not np.allclose(det, prob)

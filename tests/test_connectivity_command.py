@@ -2,14 +2,13 @@
 the same definitions as the HDF5's connectivity references, and ``dwiml-hdf5-extract --connectivity``."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 
+from dwiml.cli.connectivity import main as connectivity_main
+from dwiml.cli.hdf5_extract import main as extract_main
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5
 from helpers import AFFINE, SHAPE, save_trk
@@ -35,11 +34,9 @@ def subject(tmp_path):
     return folder
 
 
-def connectivity(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dwiml.cli.connectivity", *map(str, args)],
-                            capture_output=True, text=True)
-    assert not check or result.returncode == 0, result.stderr
-    return result
+def connectivity(*args) -> None:
+    """The command, in this process."""
+    connectivity_main([str(a) for a in args])
 
 
 def test_counts_between_labelled_regions(subject, tmp_path):
@@ -71,13 +68,10 @@ def test_a_matrix_made_by_the_command_is_the_reference_training_reads(subject, t
         points, offsets, lengths = group["points"][:], group["offsets"][:], group["lengths"][:]
     # The streamlines the matrix was made from join no pair the reference lacks.
     assert reference.false_positive_rate(points[offsets], points[offsets + lengths - 1]) == 0
-    result = subprocess.run([sys.executable, "-m", "dwiml.cli.hdf5_extract", str(path), "sub", "streamlines",
-                             str(tmp_path / "out.npy"), "--connectivity"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    extract_main([str(path), "sub", "streamlines", str(tmp_path / "out.npy"), "--connectivity"])
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.load(subject / "connectivity.npy"))
-    result = subprocess.run([sys.executable, "-m", "dwiml.cli.hdf5_extract", str(path), "sub", "input",
-                             str(tmp_path / "none.npy"), "--connectivity"], capture_output=True, text=True)
-    assert result.returncode == 1 and "group 'input' has no connectivity matrix" in result.stderr
+    with pytest.raises(SystemExit, match="group 'input' has no connectivity matrix"):
+        extract_main([str(path), "sub", "input", str(tmp_path / "none.npy"), "--connectivity"])
     assert not (tmp_path / "none.npy").exists()
 
 
@@ -90,7 +84,8 @@ def test_a_matrix_made_by_the_command_is_the_reference_training_reads(subject, t
 def test_bad_input_is_one_line_and_writes_nothing(subject, tmp_path, args, message):
     names = {"OUT.txt": tmp_path / "m.txt", "OUT.npy": tmp_path / "m.npy", "LABELS": subject / "labels.nii.gz",
              "INPUT": subject / "input.nii.gz"}
-    result = connectivity(subject / "lines.trk", *(names.get(a, a) for a in args), check=False)
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    with pytest.raises(SystemExit) as exit_:
+        connectivity(subject / "lines.trk", *(names.get(a, a) for a in args))
+    assert str(exit_.value).startswith("dwiml-connectivity: error: ") and message in str(exit_.value)
+    assert len(str(exit_.value).splitlines()) == 1
     assert not list(tmp_path.glob("m.*"))

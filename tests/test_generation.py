@@ -35,6 +35,7 @@ def run_dir(cache_dir, tmp_path_factory):
     """Three epochs, the phase every second one, the best model chosen on a gv metric."""
     folder = tmp_path_factory.mktemp("gv-run")
     run_training(cache_dir, folder, [*FAST, *GV, "gv.every_n_epochs=2", "gv.endpoint_tolerance_mm=2",
+                                     "gv.subsets=[training,validation]",
                                      "trainer.max_epochs=3", "trainer.monitor=gv_final_distance_mm",
                                      "trainer.patience=null"])
     return folder
@@ -53,9 +54,9 @@ def test_metrics_logged_on_the_chosen_epochs_only_and_monitored(run_dir):
     with open(run_dir / "gv_metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["2"]
-    assert set(rows[0]) == {"epoch", "gv_final_distance_mm", "gv_reached_end", "gv_connectivity_fp_rate",
-                            "gv_valid_pct", "gv_invalid_pct", "gv_no_connection_pct", "gv_mean_overlap",
-                            "gv_mean_overreach", "gv_mean_f1", "gv_seconds"}
+    names = {"final_distance_mm", "reached_end", "connectivity_fp_rate", "valid_pct", "invalid_pct",
+             "no_connection_pct", "mean_overlap", "mean_overreach", "mean_f1"}
+    assert set(rows[0]) == {"epoch", "gv_seconds", *(f"gv_{n}" for n in names), *(f"gv_training_{n}" for n in names)}
     assert all(math.isfinite(float(v)) for v in rows[0].values())
     epochs = metrics(run_dir)
     assert [row["epoch"] for row in epochs] == ["1", "2", "3"]
@@ -91,7 +92,7 @@ def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass
         torch.testing.assert_close(points[starts + j], prefixes[j], rtol=0, atol=0)
     # Each generated step goes where the packed forward pass over the whole streamline points:
     # the state built on the prefix is the one the model would have had.
-    volume = torch.from_numpy(gv.validation.volume(0, "input"))
+    volume = torch.from_numpy(gv.subjects[0].subset.volume(0, "input"))
     last = torch.zeros(len(points), dtype=torch.bool)
     last[starts + lengths - 1] = True
     segments = torch.zeros_like(points)
@@ -104,7 +105,7 @@ def test_continuation_starts_with_the_prefix_and_follows_the_models_forward_pass
     assert generated.sum() > 50
     cos = torch.nn.functional.cosine_similarity(predicted[generated], segments[generated], dim=1)
     assert cos.min() > 1 - 1e-4
-    step_mm = (segments[generated] * torch.from_numpy(gv.validation.voxel_sizes(0, "input")).float()).norm(dim=1)
+    step_mm = (segments[generated] * torch.from_numpy(gv.subjects[0].subset.voxel_sizes(0, "input")).float()).norm(dim=1)
     torch.testing.assert_close(step_mm, torch.full_like(step_mm, 1.0), rtol=0, atol=1e-4)
 
 
@@ -169,9 +170,30 @@ def test_scores_only_with_few_enough_bundles(validation):
     spec = OneInputStep(dataset, "input").input_spec("streamlines", Resampling(step_size_mm=1.0))
     scored = GenerationValidation(dataset, spec, max_streamlines_per_subject=5)
     unscored = GenerationValidation(dataset, spec, max_streamlines_per_subject=5, max_scored_bundles=2)
-    assert len(scored.subjects[0].truth.names) == 3  # the phantom's three bundles
+    assert len(scored.subjects[0].truth.names) == 9  # the phantom's nine bundles
     assert "gv_valid_pct" in scored.columns and "gv_valid_pct" not in unscored.columns
     assert "gv_connectivity_fp_rate" in unscored.columns
+
+
+def test_training_subjects_get_their_own_columns_and_validation_ones_are_unchanged(run_dir, validation):
+    """gv.subsets=[training, validation]: the validation metrics are those of a validation-only phase
+    (the same streamlines), the training subject's come under gv_training_* and differ."""
+    model, spec = load_model(run_dir / "best_model", "cpu")
+    dataset = MultiSubjectDataset(validation[0])
+    options = {"tracking_mask": "wm_mask", "max_streamlines_per_subject": 40, "endpoint_tolerance_mm": 2.0}
+    both = GenerationValidation(dataset, spec, subsets=["training", "validation"], **options)
+    alone = GenerationValidation(dataset, spec, **options)
+    assert [s.subset.name for s in both.subjects] == ["training", "validation"]
+    assert [s.subset.subjects[s.index] for s in both.subjects] == [dataset.training.subjects[0],
+                                                                    dataset.validation.subjects[0]]
+    metrics, reference = both.metrics(both.track(model)), alone.metrics(alone.track(model))
+    for name, value in reference.items():
+        assert metrics[name] == pytest.approx(value), name
+        assert math.isfinite(metrics[name.replace("gv_", "gv_training_")])
+    assert any(metrics[n] != metrics[n.replace("gv_", "gv_training_")] for n in reference)
+    for subsets in (["testing"], ["validation", "validation"], []):
+        with pytest.raises(DwimlError, match="gv.subsets"):
+            GenerationValidation(dataset, spec, subsets=subsets)
 
 
 def test_blocs_regions_and_false_positives():

@@ -3,11 +3,14 @@ comet.ml offline archives continued by a resumed run."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import pytest
 import torch
-from helpers import cli, metrics, run_training
+from helpers import ROOT, cli, metrics, run_training
 
 from dwiml.training.loggers import TensorBoardLogger
 
@@ -73,3 +76,35 @@ def test_several_loggers_at_once(cache_dir, tmp_path):  # noqa: F811
     assert [p.stem for p in (tmp_path / "comet").glob("*.zip")] == [key]
     valid_loss = float(metrics(tmp_path)[0]["valid_loss"])
     assert scalars(tmp_path / "tensorboard")["valid_loss"] == [(1, pytest.approx(valid_loss))]
+
+
+# python train.py ARGS with every socket connection and name lookup refused and recorded in LOG
+NO_NETWORK = """
+import runpy, socket, sys
+def refuse(*args, **kwargs):
+    with open({log!r}, "a") as f:
+        f.write(repr(args) + "\\n")
+    raise OSError("network blocked by the test")
+socket.socket.connect = socket.socket.connect_ex = socket.getaddrinfo = refuse
+sys.argv = ["train.py", *{args!r}]
+try:
+    runpy.run_path({train!r}, run_name="__main__")
+finally:
+    import comet_ml
+    with open({log!r} + ".tracking", "w") as f:
+        f.write(str(comet_ml.get_config().get_bool(None, "comet.error_tracking.enable", default=True)))
+"""
+
+
+@pytest.mark.slow
+def test_comet_offline_makes_no_connection(cache_dir, tmp_path):
+    log, run = tmp_path / "connections.log", tmp_path / "run"
+    args = ["logger=comet_offline", *TINY, "dataset.nb_subjects=3", "trainer.progress_bar=false", f"hydra.run.dir={run}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMET_")}
+    script = NO_NETWORK.format(log=str(log), args=args, train=str(ROOT / "train.py"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**env, "DWIML_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((run / "comet").glob("*.zip"))) == 1
+    assert not log.exists(), log.read_text()  # no connection attempted, no name looked up
+    assert (tmp_path / "connections.log.tracking").read_text() == "False"  # comet's error reports off

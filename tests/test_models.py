@@ -299,7 +299,7 @@ def test_every_model_and_head_trains_and_reloads(cache_dir, tmp_path, model, hea
     assert reloaded.head.has_eos == bool(eos)
 
 
-def test_input_embedding_group_and_bring_your_own_model(cache_dir, tmp_path):
+def test_input_embedding_group_and_bring_your_own_model(cache_dir, tmp_path, monkeypatch):
     run_training(cache_dir, tmp_path / "linear", ["model=gru", "model/input_embedding=linear",
                                                   "model.input_embedding.out_size=8", *ONE_SMALL_EPOCH])
     assert load_model(tmp_path / "linear" / "best_model").model.rnns[0].input_size == 8 + 3
@@ -308,6 +308,9 @@ def test_input_embedding_group_and_bring_your_own_model(cache_dir, tmp_path):
                                                "trainer.max_batches_per_epoch_training=3"])
     rows = metrics(tmp_path / "byo")
     assert float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    with pytest.raises(DwimlError, match="_target_ 'tests.byo_model.MyModel' is not a dwiml component"):
+        load_model(tmp_path / "byo" / "best_model")  # a model folder names only dwiml's classes, unless trusted
+    monkeypatch.setenv("DWIML_TRUSTED_MODULES", "other, tests.byo_model")
     model = load_model(tmp_path / "byo" / "best_model").model
     assert type(model).__name__ == "MyModel" and model.layers[0].in_features == 28 + 3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,15 +16,16 @@ from dipy.io.streamline import load_tractogram
 from dipy.reconst.shm import sh_to_sf
 from dipy.sims.voxel import multi_tensor
 
+from dwiml.data.builtin import phantom_hdf5
 from dwiml.data.phantom import (
     BACKGROUND_DIFFUSIVITY,
-    BUNDLE_DESIGNS,
-    FIBER_EVALS,
+    CONFIGURATIONS,
     PHANTOM_VERSION,
     S0,
     SHAPE,
+    SNR_RANGE,
     fiber_orientations,
-    make_bundle,
+    make_bundles,
     make_phantom,
     multi_tensor_signal,
     phantom_gtab,
@@ -34,6 +36,7 @@ NB_SUBJECTS = 3
 VOLUMES = {
     "dwi.nii.gz": np.float32,
     "sh.nii.gz": np.float32,
+    "fodf.nii.gz": np.float32,
     "wm_mask.nii.gz": np.uint8,
     "seeding_mask.nii.gz": np.uint8,
     "endpoints_labels.nii.gz": np.int16,
@@ -76,6 +79,10 @@ def test_volumes_load_with_shared_grid(phantom):
         assert np.abs(affine[:3, 3]).min() > 0
         assert imgs["dwi.nii.gz"].shape == (*SHAPE, 65)
         assert imgs["sh.nii.gz"].shape == (*SHAPE, 28)
+        assert imgs["fodf.nii.gz"].shape == (*SHAPE, 45)
+        fodf = imgs["fodf.nii.gz"].get_fdata()
+        wm = imgs["wm_mask.nii.gz"].get_fdata() > 0
+        assert (fodf[~wm] == 0).all() and (fodf[wm][:, 0] > 0).all()  # the CSD fit lies in the WM mask
         assert np.isfinite(imgs["sh.nii.gz"].get_fdata()).all()
         assert set(np.unique(imgs["wm_mask.nii.gz"].get_fdata())) == {0, 1}
 
@@ -142,8 +149,11 @@ def test_two_bundles_cross_at_large_angle(phantom):
 def test_vectorized_signal_matches_dipy_multi_tensor():
     rng = np.random.default_rng(0)
     gtab = phantom_gtab()
-    directions, present = fiber_orientations([make_bundle(d, rng) for d in BUNDLE_DESIGNS])
-    signal = multi_tensor_signal(gtab, directions, present)
+    bundles, _ = make_bundles(rng)
+    directions, present = fiber_orientations(bundles)
+    lambda_par = np.array([b.lambda_par for b in bundles])
+    lambda_perp = np.array([b.lambda_perp for b in bundles])
+    signal = multi_tensor_signal(gtab, directions, present, lambda_par, lambda_perp)
     nb_fibers = present.sum(axis=0)
     voxels = np.concatenate(
         [rng.permutation(np.argwhere(nb_fibers == n))[:4] for n in (0, 1, 2)]
@@ -153,7 +163,7 @@ def test_vectorized_signal_matches_dipy_multi_tensor():
         fibers = present[(slice(None), *voxel)]
         if fibers.any():
             sticks = directions[(slice(None), *voxel)][fibers]
-            mevals = np.tile(FIBER_EVALS, (len(sticks), 1))
+            mevals = np.stack([lambda_par[fibers], lambda_perp[fibers], lambda_perp[fibers]], axis=1)
         else:
             sticks = np.array([[0.0, 0.0, 1.0]])
             mevals = np.full((1, 3), BACKGROUND_DIFFUSIVITY)
@@ -161,6 +171,48 @@ def test_vectorized_signal_matches_dipy_multi_tensor():
             gtab, mevals, S0=S0, angles=sticks, fractions=[100 / len(sticks)] * len(sticks), snr=None
         )
         np.testing.assert_allclose(signal[voxel], expected, rtol=1e-10)
+
+
+def test_subjects_differ_in_geometry_noise_and_diffusivities(phantom):
+    """Each subject draws its own pose, SNR and bundle shapes: the same bundle sits elsewhere."""
+    draws = json.loads((phantom / "phantom.json").read_text())["subjects"]
+    snrs = [draws[sub.name]["snr"] for sub in subject_dirs(phantom)]
+    assert all(SNR_RANGE[0] <= snr <= SNR_RANGE[1] for snr in snrs) and len(set(snrs)) == NB_SUBJECTS
+    assert len({tuple(draws[sub.name]["rotation_deg"]) for sub in subject_dirs(phantom)}) == NB_SUBJECTS
+    for name in bundle_names(phantom):
+        maps = []
+        for sub in subject_dirs(phantom):
+            volume = np.zeros(SHAPE, dtype=bool)
+            volume[tuple(np.rint(load_bundle(sub, name).streamlines.get_data()).astype(int).T)] = True
+            maps.append(volume)
+        for a in range(NB_SUBJECTS):
+            for b in range(a + 1, NB_SUBJECTS):
+                dice = 2 * (maps[a] & maps[b]).sum() / (maps[a].sum() + maps[b].sum())
+                assert dice < 0.95, (name, a, b)
+
+
+def test_hard_configurations_are_there():
+    """Nine bundles tagged by configuration; a crossing near 90 and one near 45 degrees; the kissing
+    and bottleneck pairs share voxels along nearly parallel directions."""
+    assert set(CONFIGURATIONS.values()) >= {"crossing 90", "crossing 45", "kissing", "fanning", "U bend",
+                                            "bottleneck"}
+    bundles, _ = make_bundles(np.random.default_rng(3))
+    names = [b.name for b in bundles]
+    directions, present = fiber_orientations(bundles)
+
+    def shared_angles(first: str, second: str) -> np.ndarray:
+        a, b = names.index(first), names.index(second)
+        both = present[a] & present[b]
+        cosines = np.abs((directions[a][both] * directions[b][both]).sum(-1))
+        return np.degrees(np.arccos(np.clip(cosines, 0, 1)))
+
+    assert 75 < np.median(shared_angles("cross_lr", "cross_ap")) < 105
+    assert 30 < np.median(shared_angles("cross_lr", "cross_45")) < 60
+    for pair in (("kiss_a", "kiss_b"), ("bottleneck_a", "bottleneck_b")):
+        angles = shared_angles(*pair)
+        assert len(angles) >= 3 and np.median(angles) < 25, pair
+    fan = bundles[names.index("fanning")]
+    assert np.ptp(fan.tails, axis=(0, 1))[1] > 2 * np.ptp(fan.heads, axis=(0, 1))[1]  # wider at its end
 
 
 def test_sh_reproduces_normalized_signal(phantom):
@@ -201,7 +253,7 @@ def test_subject_splits_and_metadata(phantom):
     params = json.loads((phantom / "phantom.json").read_text())
     assert params["version"] == PHANTOM_VERSION and params["seed"] == SEED and params["nb_subjects"] == NB_SUBJECTS
     assert params["shape"] == list(SHAPE) and params["voxel_size_mm"] == 2.0
-    assert len(params["bundles"]) >= 3
+    assert len(params["bundles"]) == 9 and set(params["configurations"]) == set(params["bundles"])
 
 
 def test_groups_config_matches_files(phantom):
@@ -209,6 +261,8 @@ def test_groups_config_matches_files(phantom):
     assert config == {
         "input": {"type": "volume", "files": ["sh.nii.gz"], "standardization": "none", "sh_basis": "descoteaux07",
                   "sh_order": 6},
+        "fodf": {"type": "volume", "files": ["fodf.nii.gz"], "standardization": "none",
+                 "sh_basis": "descoteaux07_legacy", "sh_order": 8},
         "wm_mask": {"type": "volume", "files": ["wm_mask.nii.gz"]},
         "streamlines": {"type": "streamlines", "files": ["bundles/*.trk"], "connectivity_matrix": "connectivity.npy",
                         "connectivity_labels": "endpoints_labels.nii.gz"},
@@ -244,3 +298,14 @@ def test_requires_three_subjects(tmp_path):
     with pytest.raises(ValueError, match="nb_subjects"):
         make_phantom(tmp_path / "too_small", nb_subjects=2)
     assert not (tmp_path / "too_small").exists()
+
+
+def test_builtin_phantom_is_generated_once_and_reused(cache_dir):
+    """The session's cache already holds the 3-subject phantom: asking again returns it untouched."""
+    (folder,) = cache_dir.glob(f"phantom-v{PHANTOM_VERSION}-n3-s1234")
+    hdf5 = folder / "phantom.hdf5"
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    assert phantom_hdf5(cache_dir, nb_subjects=3, seed=1234) == hdf5
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+    with h5py.File(hdf5, "r") as f:
+        assert {"input", "fodf", "wm_mask", "streamlines"} <= set(f["sub-00"])

@@ -13,7 +13,7 @@ from dipy.io.streamline import load_tractogram
 
 from dwiml.cli.score import main as score_main
 from dwiml.data.phantom import SHAPE as PHANTOM_SHAPE
-from dwiml.data.phantom import make_phantom
+from dwiml.data.phantom import BUNDLE_DESIGNS, NB_STREAMLINES, make_phantom
 from dwiml.evaluation.scoring import Packed, load_ground_truth, load_streamlines, score, score_files
 from helpers import AFFINE, SHAPE, random_streamlines, save_trk
 
@@ -110,8 +110,9 @@ def test_ground_truth_scores_perfectly(phantom_subject, tmp_path):
              for s in load_tractogram(str(b), str(labels), to_space=Space.VOX, to_origin=Origin.NIFTI).streamlines]
     whole = save_trk(tmp_path / "all.trk", lines, labels)
     scores = score_files([whole], bundles, labels)[str(whole)]
-    assert scores["streamlines"] == 3 * 80
-    assert scores["valid_pct"] == 100 and scores["valid_bundles"] == 3 and scores["invalid_bundles"] == 0
+    assert scores["streamlines"] == len(BUNDLE_DESIGNS) * NB_STREAMLINES
+    assert scores["valid_pct"] == 100 and scores["valid_bundles"] == len(BUNDLE_DESIGNS)
+    assert scores["invalid_bundles"] == 0
     assert scores["mean_overlap"] == 1 and scores["mean_overreach"] == 0 and scores["mean_f1"] == 1
     assert scores["connectivity_correlation"] == pytest.approx(1.0)
     assert scores["false_positive_connections"] == 0 and scores["false_positive_connection_rate"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -36,9 +37,11 @@ def batch_rows(run: Path) -> list[dict]:
 
 
 def start(run: Path, cache: Path, *overrides: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    """``python train.py`` in its own session (its own process group, as a cluster job's)."""
     env = {**os.environ, "DWIML_CACHE_DIR": str(cache), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
     args = [sys.executable, *launcher, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run}"]
-    return subprocess.Popen(args, cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(args, cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
 
 
 def finish(process: subprocess.Popen, status: int = 0) -> str:
@@ -47,12 +50,13 @@ def finish(process: subprocess.Popen, status: int = 0) -> str:
     return out
 
 
-def run_until(process: subprocess.Popen, run: Path, nb_rows: int, sig: int) -> None:
-    """Send ``sig`` once the run's per-batch metrics file has ``nb_rows`` rows."""
+def run_until(process: subprocess.Popen, run: Path, nb_rows: int, sig: int, group: bool = False) -> None:
+    """Send ``sig`` (to the whole process group with ``group``) once the run's per-batch metrics file has
+    ``nb_rows`` rows."""
     while len(batch_rows(run)) < nb_rows:
         assert process.poll() is None, process.communicate()[0][-3000:]
         time.sleep(0.01)
-    process.send_signal(sig)
+    os.killpg(process.pid, sig) if group else process.send_signal(sig)
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -101,6 +105,23 @@ def test_sigterm_checkpoints_mid_epoch_and_exits_resumable(cache_dir, uninterrup
     assert_same_run(run, uninterrupted)
 
 
+@pytest.mark.slow
+def test_signals_to_the_process_group_with_workers_checkpoint_and_resume_bit_identically(cache_dir, tmp_path):
+    """As SLURM, ``timeout`` or a terminal send them: to every process of the job, DataLoader workers too."""
+    signalled = [*TINY, "trainer.max_epochs=5", "model.dropout=0.3", "trainer.ema_decay=0.8",
+                 "trainer.checkpoint_every_batches=1", "num_workers=2"]
+    finish(start(tmp_path / "straight", cache_dir, *signalled))
+    run, draw = tmp_path / "run", random.Random(11)
+    for sig in (signal.SIGTERM,) * 5 + (signal.SIGUSR1, signal.SIGINT):
+        process = start(run, cache_dir, *signalled, *([f"resume={run}"] if run.exists() else []))
+        run_until(process, run, len(batch_rows(run)) + draw.randint(1, 2), sig, group=True)
+        assert f"stopping ({sig.name})" in finish(process, RESUMABLE_EXIT)
+        stopped = state(run)
+        assert len(batch_rows(run)) == 4 * stopped["epoch"] + stopped["batch_index"]  # no row past the checkpoint
+    finish(start(run, cache_dir, *signalled, f"resume={run}"))
+    assert_same_run(run, tmp_path / "straight")
+
+
 def test_wall_time_budget_checkpoints_and_raises(cache_dir, tmp_path):
     with pytest.raises(TrainingInterrupted, match="max_minutes"):
         run_training(cache_dir, tmp_path, [*TINY, "trainer.max_minutes=0"])
@@ -140,7 +161,7 @@ def test_plateau_schedule_and_monitor_in_max_mode(cache_dir, tmp_path):
     assert len(rows) == 3 and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.003, 0.003, 0.0015])
     with pytest.raises(DwimlError, match="'accuracy' is not a logged metric"):
-        run_training(cache_dir, tmp_path, [*TINY, "trainer.monitor=accuracy"])
+        run_training(cache_dir, tmp_path / "other", [*TINY, "trainer.monitor=accuracy"])
 
 
 def test_accumulation_ema_and_precision(cache_dir, tmp_path):

@@ -210,6 +210,7 @@ class StreamlinesStepConfig:
 @dataclass
 class GenerationValidationConfig:
     _target_: str = "dwiml.evaluation.generation.GenerationValidation"
+    subsets: list[str] = MISSING
     every_n_epochs: int = MISSING
     streamline_group: str = MISSING
     step_size_mm: Optional[float] = MISSING

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dwiml.atomic import atomic_folder
 from dwiml.data.dataset import MultiSubjectDataset
-from dwiml.data.hdf5 import create_hdf5, load_groups_config, read_subject_list
+from dwiml.data.hdf5 import SUBSETS, create_hdf5, load_groups_config, read_subject_list
 from dwiml.data.phantom import PHANTOM_VERSION, make_phantom
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def phantom_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) 
         subjects = phantom_subjects_dir(tmp / hdf5_path.name)
         make_phantom(subjects, nb_subjects=nb_subjects, seed=seed)
         create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), tmp / hdf5_path.name,
-                    *(read_subject_list(subjects / f"{s}_subjects.txt") for s in ("training", "validation", "testing")))
+                    *(read_subject_list(subjects / f"{s}_subjects.txt") for s in SUBSETS))
     return hdf5_path
 
 
@@ -35,6 +35,18 @@ def phantom_subjects_dir(hdf5_path: str | Path) -> Path:
     """The folder of the phantom's per-subject files (see :func:`dwiml.data.phantom.write_subject`)
     beside its HDF5."""
     return Path(hdf5_path).parent / "subjects"
+
+
+def phantom_selection_hdf5(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234) -> Path:
+    """An HDF5 of the phantom's training and validation subjects only (built once, next to
+    :func:`phantom_hdf5`'s): what model selection may see, with no testing subject in it."""
+    subjects = phantom_subjects_dir(phantom_hdf5(cache_dir, nb_subjects, seed))
+    path = subjects.parent / "selection.hdf5"
+    if not path.is_file():
+        create_hdf5(subjects, load_groups_config(subjects / "groups_config.yaml"), path,
+                    read_subject_list(subjects / "training_subjects.txt"),
+                    read_subject_list(subjects / "validation_subjects.txt"), [])
+    return path
 
 
 def phantom_dataset(cache_dir: str | Path, nb_subjects: int = 5, seed: int = 1234,

@@ -27,7 +27,7 @@ import numpy as np
 
 from dwiml.atomic import atomic_path
 from dwiml.data import coords
-from dwiml.data.hdf5 import FORMAT, SUBSETS, write_group, write_root_attrs
+from dwiml.data.hdf5 import FORMAT, SUBSETS, open_any_hdf5, write_group, write_root_attrs
 from dwiml.data.hdf5_subject import GroupArrays
 from dwiml.errors import DwimlError
 
@@ -40,13 +40,7 @@ def convert_dwi_ml_hdf5(source: str | Path, out_path: str | Path, compression: s
     """Write the dwiml version of the dwi_ml HDF5 ``source`` to ``out_path`` (under a temporary
     name, renamed when complete); return its path."""
     source = Path(source)
-    if not source.is_file():
-        raise DwimlError(f"{source} does not exist")
-    try:
-        src = h5py.File(source, "r")
-    except OSError as e:
-        raise DwimlError(f"{source} is not an HDF5 file ({e})") from None
-    with src:
+    with open_any_hdf5(source) as src:
         if src.attrs.get("format") == FORMAT:
             raise DwimlError(f"{source} is already a dwiml HDF5 file")
         subsets = {subset: _names(src, f"{subset}_subjs") for subset in SUBSETS}

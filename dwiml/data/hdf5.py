@@ -237,15 +237,20 @@ def _save_intermediate(folder: Path, name: str, group: GroupArrays) -> None:
     save_group(group, folder / f"{name}{'.nii.gz' if group.attrs['type'] == 'volume' else '.trk'}")
 
 
-def open_hdf5(path: str | Path) -> h5py.File:
-    """Open a dwiml HDF5 for reading; a clear error when it is missing or not a dwiml file."""
+def open_any_hdf5(path: str | Path) -> h5py.File:
+    """Open an HDF5 file for reading; a clear error when it is missing or not HDF5."""
     path = Path(path)
     if not path.is_file():
         raise DwimlError(f"HDF5 file {path} does not exist")
     try:
-        h5 = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as e:
         raise DwimlError(f"{path} is not an HDF5 file ({e})") from None
+
+
+def open_hdf5(path: str | Path) -> h5py.File:
+    """Open a dwiml HDF5 for reading; a clear error when it is missing or not a dwiml file."""
+    h5 = open_any_hdf5(path)
     if h5.attrs.get("format") != FORMAT:
         h5.close()
         raise DwimlError(f"{path} is not a dwiml HDF5 file (no format='{FORMAT}' attribute)")

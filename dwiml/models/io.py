@@ -2,9 +2,9 @@
 
 A model folder holds ``model.pt`` (a state dict, read with ``weights_only=True``),
 ``model_config.json`` (the ``_target_`` config that builds the model) and, for a model that takes
-an input volume, ``input_spec.json`` (its :class:`~dwiml.data.input_spec.InputSpec`). Every
-``_target_`` in that config must name a ``torch.nn.Module`` class, so a model folder
-cannot make dwiml call arbitrary functions.
+an input volume, ``input_spec.json`` (its :class:`~dwiml.data.input_spec.InputSpec`). A model folder
+is data: its config may name only trusted classes (see :mod:`dwiml.trust`), checked before any
+import, and each must be a ``torch.nn.Module`` class.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dwiml.atomic import atomic_folder
 from dwiml.config.build import build
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
+from dwiml.trust import check_loaded
 
 WEIGHTS = "model.pt"
 CONFIG = "model_config.json"
@@ -34,7 +35,7 @@ class TrainedModel(NamedTuple):
 
 
 def build_model(config: dict) -> nn.Module:
-    """Instantiate a model from its plain-dict config, after checking its targets."""
+    """Instantiate a model from its plain-dict config, after checking its targets are modules."""
     _check_targets(config)
     return build(config, _convert_="all")
 
@@ -63,7 +64,14 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Traine
     folder = Path(folder)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise DwimlError(f"{folder} is not a model folder (needs {WEIGHTS} and {CONFIG})")
-    model = build_model(json.loads((folder / CONFIG).read_text()))
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except ValueError as e:
+        raise DwimlError(f"{folder / CONFIG}: not JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise DwimlError(f"{folder / CONFIG}: not a model config (a JSON object with a _target_)")
+    check_loaded(config, folder / CONFIG, own_interpolations=False)  # dwiml saves it resolved
+    model = build_model(config)
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location=device, weights_only=True))
     return TrainedModel(model.to(device), load_spec(folder))
 

@@ -3,7 +3,9 @@
 A logger has ``start(run_dir, config, key) -> key``, ``log_metrics(metrics, epoch)`` and
 ``end()``. The key identifies the remote experiment; the trainer stores it in the
 checkpoint so a resumed run continues the same experiment. API keys are read from the
-environment by comet_ml itself and never written anywhere by dwiml.
+environment by comet_ml itself and never written anywhere by dwiml. comet_ml's automatic logging
+and its error reports (to Sentry) are off unless the environment turns them on, and an offline
+experiment records no environment details: an offline run makes no connection at all.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import yaml
 
 from dwiml.errors import DwimlError
 from dwiml.run_folder import RunFolder
+
+COMET_DEFAULTS = {"COMET_DISABLE_AUTO_LOGGING": "1", "COMET_ERROR_TRACKING_ENABLE": "0"}
 
 
 class NoLogger:
@@ -37,7 +41,8 @@ class CometLogger(NoLogger):
         self.experiment = None
 
     def start(self, run_dir: Path, config: dict, key: str | None) -> str:
-        os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+        for name, value in COMET_DEFAULTS.items():  # read when comet_ml is imported
+            os.environ.setdefault(name, value)
         try:
             import comet_ml
         except ImportError:
@@ -45,10 +50,10 @@ class CometLogger(NoLogger):
                              "pip install 'dwiml[comet]'") from None
 
         kwargs = {"project_name": self.project_name, "workspace": self.workspace}
-        if self.offline:
-            directory = str(RunFolder(run_dir).comet)
-            self.experiment = (comet_ml.ExistingOfflineExperiment(previous_experiment=key, offline_directory=directory, **kwargs)
-                               if key else comet_ml.OfflineExperiment(offline_directory=directory, **kwargs))
+        if self.offline:  # without environment details: comet_ml probes the network for them (IP, cloud metadata)
+            kwargs.update(offline_directory=str(RunFolder(run_dir).comet), log_env_details=False)
+            self.experiment = (comet_ml.ExistingOfflineExperiment(previous_experiment=key, **kwargs)
+                               if key else comet_ml.OfflineExperiment(**kwargs))
         else:
             if not os.environ.get("COMET_API_KEY"):
                 raise DwimlError("logger=comet needs the environment variable COMET_API_KEY "

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,24 +27,30 @@ from dwiml.models.io import build_model
 from dwiml.run_folder import RunFolder
 from dwiml.training import distributed
 from dwiml.training.next_steps import next_steps
+from dwiml.training.stopping import ignore_stop_signals
 from dwiml.training.trainer import Trainer
+from dwiml.trust import check_loaded, targets_of
 
-# Keys that may change when a run is resumed; everything else is the run's saved config.
-RESUMABLE_OVERRIDES = ("resume", "trainer.max_epochs", "trainer.patience", "trainer.progress_bar",
-                       "trainer.max_minutes", "trainer.checkpoint_every_minutes", "trainer.auto_resume",
-                       "dataset.hdf5_path", "dataset.cache_dir",
-                       "dataset.lazy", "dataset.cache_bytes", "device", "num_workers", "logger")
+# Keys that may differ when a run continues (resume= or trainer.auto_resume=true): they change where
+# and how fast it runs, or how long, never what it computes. Every other key must equal the saved config.
+RESUMABLE = ("resume", "trainer.auto_resume", "trainer.max_epochs", "trainer.patience", "trainer.max_minutes",
+             "trainer.checkpoint_every_minutes", "trainer.checkpoint_every_batches", "trainer.progress_bar",
+             "trainer.plot_every_epochs", "dataset.hdf5_path", "dataset.cache_dir", "dataset.lazy",
+             "dataset.cache_bytes", "device", "num_workers", "logger")
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
     check_keys(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.resume is not None:
-        cfg = resumed_config(cfg, run_dir, HydraConfig.get().overrides.task)
+    run_dir, overrides = Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().overrides.task
+    continued = RunFolder(run_dir).continues(cfg.resume, cfg.trainer.auto_resume)
+    if continued:
+        cfg = continued_config(cfg, run_dir, overrides)
+        if distributed.is_main():
+            RunFolder(run_dir).save_continuation(cfg, overrides)
     trainer = build_trainer(cfg, run_dir)
-    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=cfg.resume is not None)
+    best = trainer.fit(config=OmegaConf.to_container(cfg, resolve=True), resume=continued)
     log.info("best %s %.6g at epoch %d; model in %s", trainer.early_stopping.monitor, best, trainer.best_epoch,
              RunFolder(run_dir).best_model)
     lines = next_steps(run_dir, cfg.get("demo", False), cfg.dataset._target_ == PhantomDatasetConfig._target_)
@@ -84,27 +92,48 @@ def _generation_validation(cfg: DictConfig, dataset: MultiSubjectDataset, spec: 
     return build(cfg.gv, _partial_=True)(dataset=dataset, spec=spec, device=device)
 
 
-def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's saved config, with this command's overrides of the keys allowed on resume.
+def continued_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The config of a run that continues: with ``resume=``, the saved one with this command's overrides;
+    with ``trainer.auto_resume=true``, this command's. Either is refused, naming the keys, when it
+    differs from the saved config elsewhere than in :data:`RESUMABLE`."""
+    saved = saved_config(run_dir, targets_of(OmegaConf.to_container(cfg, resolve=False)))
+    if cfg.resume is None:
+        new = cfg
+    else:
+        new = OmegaConf.create(saved)
+        for key in {override.split("=", 1)[0].lstrip("+~") for override in overrides}:
+            OmegaConf.update(new, key, OmegaConf.select(cfg, key), force_add=True)
+    changed = [f"{key} (saved {old!r}, now {value!r})"
+               for key, old, value in _changes(saved, OmegaConf.to_container(new, resolve=False))
+               if not any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)]
+    if changed:
+        how = f"resume={cfg.resume}" if cfg.resume is not None else "trainer.auto_resume=true"
+        raise DwimlError(f"{how}: this command changes {', '.join(changed)} of the run in {run_dir} (saved in "
+                         f"{RunFolder(run_dir).config}); a continued run may change only {', '.join(RESUMABLE[2:])}")
+    return new
 
-    Overriding another key is refused, unless the override repeats the saved value.
-    """
-    saved_path = RunFolder(run_dir).config
-    if not saved_path.is_file():
-        raise DwimlError(f"resume: {run_dir} has no saved config {saved_path}")
-    saved = OmegaConf.load(saved_path)
-    refused = [o for o in overrides if _override_key(o) not in RESUMABLE_OVERRIDES
-               and OmegaConf.select(cfg, _override_key(o)) != OmegaConf.select(saved, _override_key(o))]
-    if refused:
-        raise DwimlError(f"resume: cannot override {', '.join(refused)} when resuming "
-                         f"(allowed: {', '.join(RESUMABLE_OVERRIDES[1:])})")
-    for key in {_override_key(o) for o in overrides}:
-        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+
+def saved_config(run_dir: Path, named: set[str]) -> dict:
+    """A run folder's saved config, read as data and checked (:func:`dwiml.trust.check_loaded`)."""
+    path = RunFolder(run_dir).config
+    if not path.is_file():
+        raise DwimlError(f"{run_dir} holds a run but no saved config {path}")
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DwimlError(f"{path}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise DwimlError(f"{path}: not a dwiml training config")
+    check_loaded(saved, path, named)
     return saved
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+def _changes(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` wherever two plain configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for k in sorted(set(old) | set(new), key=str)
+                for change in _changes(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))]
+    return [] if old == new else [(key, old, new)]
 
 
 def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.utils.data.DataLoader:
@@ -119,6 +148,7 @@ def _data_loader(cfg: DictConfig, subset: SubjectSet, shuffle: bool) -> torch.ut
     # Its own generator: starting an epoch leaves the global RNG (dropout's) untouched.
     return torch.utils.data.DataLoader(loader, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
                                        collate_fn=_as_is, persistent_workers=cfg.num_workers > 0,
+                                       worker_init_fn=ignore_stop_signals,
                                        generator=torch.Generator().manual_seed(cfg.seed))
 
 

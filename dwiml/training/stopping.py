@@ -1,5 +1,6 @@
 """When to stop: early stopping on a monitored metric, and requests to stop now
-(SLURM's preemption signals SIGTERM/SIGUSR1, or the wall-time budget ``max_minutes``)."""
+(SIGTERM, SIGUSR1 or SIGINT, e.g. from SLURM's preemption, ``timeout`` or Ctrl-C, or the wall-time
+budget ``max_minutes``)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,14 @@ import signal
 import threading
 import time
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: the stop signals, sent to the whole process group, are
+    the main process's to handle (it checkpoints, then ends its workers)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 class EarlyStopping:
@@ -40,7 +48,7 @@ class EarlyStopping:
 
 
 class StopRequests:
-    """A context that records SIGTERM/SIGUSR1 instead of dying, and watches the wall time.
+    """A context that records the stop signals instead of dying, and watches the wall time.
 
     ``reason`` is None until the run should checkpoint and exit; the trainer looks at it at
     every optimizer-step boundary.

@@ -155,9 +155,14 @@ class Trainer:
     def fit(self, config: dict | None = None, resume: bool = False) -> float:
         """Run epochs until ``max_epochs`` or patience; return the best value of the monitor.
 
-        Raises :class:`TrainingInterrupted` after checkpointing on a stop request."""
-        if resume or (self.auto_resume and find_checkpoint(self.run_dir) is not None):
-            self._load(load_checkpoint(self.run_dir))
+        ``resume`` (or ``auto_resume``): continue the run folder's run, from its checkpoint if it has one,
+        dropping the metrics rows of the work after it. Raises :class:`TrainingInterrupted` after
+        checkpointing on a stop request."""
+        if resume or self.auto_resume:
+            if find_checkpoint(self.run_dir) is not None:
+                self._load(load_checkpoint(self.run_dir))
+            if dist.is_main():
+                self._drop_discarded_rows()
         if dist.is_main():
             self.logger_key = self.logger.start(self.run_dir, config or {}, self.logger_key)
         try:
@@ -353,8 +358,16 @@ class Trainer:
                 "replica_weights_sha256": replica_weights, "logger_key": self.logger_key,
                 "dwiml_version": __version__, **optional}
 
+    def _drop_discarded_rows(self) -> None:
+        """Keep the metrics rows of the work done up to the current position (the checkpoint's, or the start)."""
+        for log_file in (self.metrics, self.gv_metrics):
+            if log_file is not None:
+                log_file.keep(lambda row: int(row["epoch"]) <= self.epoch)
+        self.batch_metrics.keep(lambda row: int(row["epoch"]) <= self.epoch or
+                                (int(row["epoch"]) == self.epoch + 1 and int(row["batch"]) < self.batch_index))
+
     def _load(self, state: dict) -> None:
-        """Continue from a checkpoint; drop metrics rows written after it."""
+        """Continue from a checkpoint."""
         if state["world_size"] != dist.world_size():
             raise DwimlError(f"resume: the run used {state['world_size']} processes, not {dist.world_size()}")
         if ("ema" in state) != (self.ema is not None) or ("scheduler" in state) != (self.scheduler is not None):
@@ -370,12 +383,6 @@ class Trainer:
         self.train_loader.sampler.load_state_dict(state["sampler"])
         self.logger_key = state["logger_key"]
         set_rng_states(state["rng"][dist.rank()])
-        if dist.is_main():
-            for log_file in (self.metrics, self.gv_metrics):
-                if log_file is not None:
-                    log_file.keep(lambda row: int(row["epoch"]) <= self.epoch)
-            self.batch_metrics.keep(lambda row: int(row["epoch"]) <= self.epoch or
-                                    (int(row["epoch"]) == self.epoch + 1 and int(row["batch"]) < self.batch_index))
         log.info("resumed %s at epoch %d, batch %d (best %s %.6g at epoch %d)", self.run_dir, self.epoch + 1,
                  self.batch_index, self.early_stopping.monitor, self.early_stopping.best, self.best_epoch)
 

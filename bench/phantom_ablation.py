@@ -1,0 +1,74 @@
+"""The phantom recipe and each of its choices removed in turn, over the same phantom draws.
+
+Runs :func:`dwiml.evaluation.draws.evaluate` (what ``dwiml-evaluate`` runs) for the recipe
+(``experiment=phantom_tracking`` tracked with ``--min-end-eos``), then for each variant below; a
+variant that only changes tracking reuses the recipe's selected models. Writes each variant's
+``results.json`` / ``summary.md`` under ``--out-dir`` and prints one table (mean +- sd over draws).
+Usage:
+    python bench/phantom_ablation.py --out-dir phantom_ablation [--phantom-seeds 1 2 3] [-f]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from dwiml.atomic import atomic_folder
+from dwiml.errors import DwimlError
+from dwiml.evaluation.draws import Evaluation, Protocol, cell, evaluate, per_draw, save_results, summary
+
+EXPERIMENT = "phantom_tracking"
+RECIPE = Protocol(min_end_eos=0.03)
+# name: (training overrides, tracking protocol)
+VARIANTS = {
+    "recipe": ([], RECIPE),
+    "no end filter (--min-end-eos)": ([], replace(RECIPE, min_end_eos=None)),
+    "signal SH input, not the fODF": (["step.input_group=input"], RECIPE),
+    "no split streamlines": (["loader.split_ratio=0.0"], RECIPE),
+}
+COLUMNS = ("valid_pct", "invalid_pct", "no_connection_pct", "invalid_bundles", "mean_overlap", "mean_overreach",
+           "mean_f1")
+
+
+def table(results: dict[str, dict]) -> str:
+    """One row per variant (dwiml), then dipy's two baselines (from the recipe's run)."""
+    lines = ["| variant | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    rows = [(name, per_draw(r)["dwiml"]) for name, r in results.items()]
+    rows += [(method, per_draw(results["recipe"])[method]) for method in ("dipy det", "dipy prob")]
+    lines += [f"| {name} | " + " | ".join(cell(values[c]) for c in COLUMNS) + " |" for name, values in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
+    parser.add_argument("-f", "--overwrite", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out_dir)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"phantom_ablation: error: {out} exists (-f to replace it)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results = {}
+    try:
+        for name, (overrides, protocol) in VARIANTS.items():
+            folder = out / name.split(" (")[0].replace(" ", "_").replace(",", "")
+            evaluation = Evaluation(EXPERIMENT, args.phantom_seeds, overrides, protocol,
+                                    str(Path(args.cache_dir).expanduser()))
+            reuse = None if overrides or name == "recipe" else {
+                s: out / "recipe" / f"draw-{s}" / "run" / "best_model" for s in args.phantom_seeds}
+            with atomic_folder(folder) as tmp:
+                results[name] = evaluate(evaluation, tmp, reuse)
+                save_results(results[name], tmp)
+            print(f"## {name}\n\n{summary(results[name])}", flush=True)
+    except DwimlError as e:
+        raise SystemExit(f"phantom_ablation: error: {e}") from None
+    (out / "ablation.md").write_text(table(results))
+    print(table(results), end="")
+
+
+if __name__ == "__main__":
+    main()
