@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.ndimage import map_coordinates
 
-from dwiml.data.interpolation import inside_mask, trilinear
+from dwiml.data.interpolation import BLOCK_POINTS, inside_mask, trilinear
 
 
 def scipy_trilinear(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -39,3 +39,12 @@ def test_points_far_outside_get_zeros_and_mask():
     out = trilinear(volume, points)
     assert out[0].tolist() == [1.0, 1.0] and out[1].tolist() == [0.0, 0.0] and out[2].tolist() == [0.0, 0.0]
     assert inside_mask(points, volume.shape).tolist() == [True, False, False, True]
+
+
+def test_points_beyond_one_block_equal_map_coordinates():
+    """More points than one block (the blocked path) give scipy's values too."""
+    rng = np.random.default_rng(5)
+    volume = rng.normal(size=(6, 5, 4, 3))
+    points = rng.uniform(-1, 6, size=(BLOCK_POINTS + 1234, 3))
+    ours = trilinear(torch.from_numpy(volume), torch.from_numpy(points)).numpy()
+    np.testing.assert_allclose(ours, scipy_trilinear(volume, points), atol=1e-10)

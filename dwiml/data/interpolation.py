@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+BLOCK_POINTS = 65_536  # points interpolated together: their corner indices and weights fit in the cache
+
 
 def trilinear(volume: Tensor, points: Tensor) -> Tensor:
     """Interpolate ``volume`` ``(X, Y, Z, F)`` at ``points`` ``(N, 3)``; returns ``(N, F)``.
@@ -26,9 +28,19 @@ def trilinear(volume: Tensor, points: Tensor) -> Tensor:
     if min(volume.shape[:3]) < 2:  # one voxel along an axis: add a zero voxel (zeros outside anyway)
         volume = F.pad(volume, [0, 0] + [p for n in reversed(volume.shape[:3]) for p in (0, max(0, 2 - n))])
     volume = volume.contiguous()
+    points = points.to(volume.device)
+    if len(points) <= BLOCK_POINTS:
+        return _trilinear_block(volume, points)
+    out = volume.new_empty(len(points), volume.shape[3])
+    for start in range(0, len(points), BLOCK_POINTS):  # each block's indices and weights stay in cache
+        out[start:start + BLOCK_POINTS] = _trilinear_block(volume, points[start:start + BLOCK_POINTS])
+    return out
+
+
+def _trilinear_block(volume: Tensor, points: Tensor) -> Tensor:
+    """:func:`trilinear` of a contiguous volume at points on its device."""
     nx, ny, nz, nb_features = volume.shape
     device = volume.device
-    points = points.to(device)
     upper, strides, steps = _tables(nx, ny, nz, points.dtype, device)
     # Axis-major (3, N) arrays: every elementwise op below runs over long contiguous rows.
     axis_major = points.T
