@@ -9,8 +9,8 @@ Trains the default settings on the built-in phantom: a short demonstration (demo
 about 10 s on 2 CPU cores once the phantom is cached (measured: 10.2 s wall, OMP_NUM_THREADS=2).
 Its model tracks poorly; its last lines print the dwiml-track and dwiml-score commands for the
 testing subject. The recipe of a model that tracks: bash scripts/train.sh experiment=phantom_tracking
-(8 subjects, at most 16 epochs: about 32 s on 2 CPU cores once its phantom is cached; measured 31.8 s
-wall; see README, Phantom result).
+(8 subjects, at most 16 epochs: measured 31.8 s wall on 2 CPU cores, of which about 11 s generate its
+phantom the first time and 17 s train; see README, Phantom result).
 HELP
   exit 0
 fi
