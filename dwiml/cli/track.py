@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from dwiml.cli.common import run_command
+from dwiml.cli.common import add_model_weights_arguments, run_command
 
 
 def number_or(word: str, kind: type) -> Callable[[str], float | int | str]:
@@ -27,11 +27,7 @@ def main(argv: list[str] | None = None) -> None:
                     "(data_per_streamline 'seeds', voxel space).")
     parser.add_argument("model", help="a run folder (its best_model/), or a model folder (e.g. a copied best_model/)")
     parser.add_argument("out", help="output tractogram (.trk, .tck or .trx)")
-    parser.add_argument("--use-latest-epoch", action="store_true",
-                        help="track with the weights of the run folder's latest checkpoint instead of best_model/")
-    parser.add_argument("--allow-mismatch", action="store_true",
-                        help="proceed when the input's declared SH basis/order or channels, or the step size, differ "
-                             "from the model's training")
+    add_model_weights_arguments(parser)
     source = parser.add_argument_group("subject")
     source.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
     source.add_argument("--subject", help="the subject's name in the HDF5")

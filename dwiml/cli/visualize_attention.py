@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dwiml.cli.common import run_command
+from dwiml.cli.common import add_model_weights_arguments, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,11 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
     parser.add_argument("--nb-streamlines", type=int, default=3, help="the first N streamlines [%(default)s]")
     parser.add_argument("--images", help="folder of the PNGs [OUT without its extension]")
-    parser.add_argument("--use-latest-epoch", action="store_true",
-                        help="the weights of the run folder's latest checkpoint instead of best_model/")
-    parser.add_argument("--allow-mismatch", action="store_true",
-                        help="proceed when the input group's declared SH basis/order or channels differ from "
-                             "the model's")
+    add_model_weights_arguments(parser)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dwiml.cli.common import run_command
+from dwiml.cli.common import add_model_weights_arguments, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,11 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="output tractogram (.trk or .trx: formats with data per point)")
     parser.add_argument("--hdf5", help="a dwiml HDF5 holding the subject [the run's training HDF5]")
     parser.add_argument("--subject", required=True, help="the subject's name")
-    parser.add_argument("--use-latest-epoch", action="store_true",
-                        help="the weights of the run folder's latest checkpoint instead of best_model/")
-    parser.add_argument("--allow-mismatch", action="store_true",
-                        help="proceed when the input group's declared SH basis/order or channels differ from "
-                             "the model's")
+    add_model_weights_arguments(parser)
     parser.add_argument("--tractogram", help="score these streamlines instead of the subject's reference ones "
                                              "(.trk, .tck, .trx on the subject's grid, read by dipy)")
     parser.add_argument("--colormap", default="viridis",
