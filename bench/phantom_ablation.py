@@ -5,7 +5,9 @@ Runs :func:`dwiml.evaluation.draws.evaluate` (what ``dwiml-evaluate`` runs) for 
 variant that only changes tracking reuses the recipe's selected models. Writes each variant's
 ``results.json`` / ``summary.md`` under ``--out-dir`` and prints one table (mean +- sd over draws).
 Usage:
-    python bench/phantom_ablation.py --out-dir phantom_ablation [--phantom-seeds 1 2 3] [-f]
+    python bench/phantom_ablation.py [--out-dir phantom_ablation] [--phantom-seeds 1 2 3] [-f]
+Like every bench it prints the machine load and refuses to start on a loaded machine (training times
+mean nothing there; the scores do not depend on it).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from dwiml.atomic import atomic_folder
 from dwiml.errors import DwimlError
 from dwiml.evaluation.draws import Evaluation, Protocol, cell, evaluate, per_draw, save_results, summary
+from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 EXPERIMENT = "phantom_tracking"
 RECIPE = Protocol(min_end_eos=0.03)
@@ -43,11 +46,13 @@ def table(results: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--out-dir", default="phantom_ablation")
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
     parser.add_argument("-f", "--overwrite", action="store_true")
+    add_machine_options(parser)
     args = parser.parse_args()
+    threads = begin(args)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"phantom_ablation: error: {out} exists (-f to replace it)")
@@ -68,6 +73,7 @@ def main() -> None:
         raise SystemExit(f"phantom_ablation: error: {e}") from None
     (out / "ablation.md").write_text(table(results))
     print(table(results), end="")
+    finish(args, threads)
 
 
 if __name__ == "__main__":
