@@ -20,6 +20,7 @@ from dwiml.errors import DwimlError
 from dwiml.models.embeddings import CNNEmbedding
 from dwiml.models.interface import merge_streamlines, select_streamlines
 from dwiml.models.io import build_model, load_model, save_model
+from dwiml.models.learn2track import CPU_GATES_ROWS, lstm_step
 from dwiml.models.packing import pack, pad, prefer_padded, unpack, unpad
 from dwiml.models.transformer import Attention, sinusoidal_positions
 from dwiml.tracking.subject import load_tracking_model
@@ -130,6 +131,26 @@ def test_track_step_equals_the_full_forward(name):
             last_dirs = last_dirs[[0, 2]]
         outputs, state = model.track_step(inputs[:, t], last_dirs, state)
         torch.testing.assert_close(outputs, full[:, t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rows", [CPU_GATES_ROWS - 1, CPU_GATES_ROWS])
+def test_lstm_step_equals_torch_lstm_cell(rows):
+    """Below CPU_GATES_ROWS rows lstm_step is torch's cell; from there on (the gates from one product,
+    tanh from sigmoid), it equals it within float rounding, gradients included, saturated gates too."""
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(5, 7)
+    x, h, c = (3 * torch.randn(rows, n) for n in (5, 7, 7))
+    results = []
+    for step in (lstm_step, lambda *a: torch.lstm_cell(a[0], a[1:3], *rnn.parameters())):
+        inputs = [t.clone().requires_grad_() for t in (x, h, c)]
+        rnn.zero_grad(set_to_none=True)
+        new_h, new_c = step(*inputs, rnn)
+        (new_h.sin().sum() + new_c.cos().sum()).backward()
+        results.append([new_h, new_c, *(t.grad for t in inputs), *(p.grad for p in rnn.parameters())])
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(lstm_step(x, h, c, rnn), tuple(results[1][:2]), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", TRACKING_MODELS)

@@ -12,6 +12,7 @@ from dwiml.models.interface import State, head_loss
 from dwiml.models.packing import pack, pad, prefer_padded, unpack, unpad
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
+CPU_GATES_ROWS = 512  # from this many rows on the CPU, lstm_step computes the gates itself (fewer rows: lstm_cell)
 
 
 class Learn2Track(nn.Module):
@@ -96,12 +97,12 @@ class Learn2Track(nn.Module):
         new_state = {"previous_dirs": history}
         layer_outputs = []
         for i, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
-            # One time step: the fused cell with the layer's own weights (no sequence machinery).
-            weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+            # One time step with the layer's own weights (no sequence machinery).
             if self.rnn_type == "lstm":
-                h, new_state[f"c{i}"] = torch.lstm_cell(x, (state[f"h{i}"], state[f"c{i}"]), *weights)
+                h, new_state[f"c{i}"] = lstm_step(x, state[f"h{i}"], state[f"c{i}"], rnn)
             else:
-                h = torch.gru_cell(x, state[f"h{i}"], *weights)
+                h = torch.gru_cell(x, state[f"h{i}"], rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0,
+                                   rnn.bias_hh_l0)
             new_state[f"h{i}"] = h
             x = norm(h)
             x = self.dropout(x) if self.training else x
@@ -110,3 +111,29 @@ class Learn2Track(nn.Module):
 
     def _features(self, layer_outputs: list[Tensor]) -> Tensor:
         return torch.cat(layer_outputs, dim=1) if self.skip_connections else layer_outputs[-1]
+
+
+def lstm_step(x: Tensor, h: Tensor, c: Tensor, rnn: nn.LSTM) -> tuple[Tensor, Tensor]:
+    """One time step of the one-layer LSTM ``rnn``: the new ``h`` and ``c``, as ``torch.lstm_cell``.
+
+    On the CPU with many rows (``CPU_GATES_ROWS``), the gates come from one matrix product of
+    ``[x, h]`` and go through one sigmoid, with ``tanh(a) = 2 sigmoid(2a) - 1`` (the CPU's tanh is
+    several times slower than its sigmoid): fewer passes over the ``(B, 4H)`` gates than
+    ``lstm_cell``'s two products and separate activations. Equal to it within float rounding.
+    """
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    if x.device.type != "cpu" or len(x) < CPU_GATES_ROWS:
+        return torch.lstm_cell(x, (h, c), *weights)
+    w_ih, w_hh, b_ih, b_hh = weights
+    weight, bias = _sigmoid_gates(torch.cat([w_ih, w_hh], dim=1)), _sigmoid_gates(b_ih + b_hh)
+    i, f, o, g = torch.addmm(bias, torch.cat([x, h], dim=1), weight.T).sigmoid_().chunk(4, dim=1)
+    c = torch.addcmul(f * c - i, i, g, value=2)  # f c + i tanh(g), g being sigmoid(2 g)
+    return torch.addcmul(-o, o, torch.sigmoid(2 * c), value=2), c  # o tanh(c)
+
+
+def _sigmoid_gates(rows: Tensor) -> Tensor:
+    """An LSTM's gate rows ``(i, f, g, o)`` reordered as ``(i, f, o, 2 g)``: one sigmoid of all the gates
+    then gives ``sigmoid(2 g)``, from which ``tanh(g)``."""
+    size = len(rows) // 4
+    i_f, g, o = rows.tensor_split([2 * size, 3 * size])
+    return torch.cat([i_f, o, 2 * g])
