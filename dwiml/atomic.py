@@ -2,8 +2,12 @@
 complete, so a crash never leaves a half-written one. Every atomic write of dwiml goes through here."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import signal
+import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +22,49 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{socket.gethostname()}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of ``path`` (see :func:`atomic_path`) that processes of this host left when they
+    were killed (SIGKILL, a power cut): those whose process is gone. Another host's are left alone."""
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".tmp-*-{glob.escape(path.name)}"):
+        pid, _, tmp_host = tmp.name[len(".tmp-"):-len(path.name) - 1].partition("-")
+        if tmp_host == host and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+@contextmanager
+def stopped_by_signals(name: str) -> Iterator[None]:
+    """SIGTERM and SIGINT end the command ``name`` at once, with status 128 + the signal's number, running
+    every ``finally`` on the way: the atomic writes in progress remove their temporaries."""
+    def stop(signum: int, frame) -> None:
+        print(f"{name}: stopped by {signal.Signals(signum).name}: nothing written", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

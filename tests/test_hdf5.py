@@ -139,7 +139,8 @@ def test_volumes_concatenated_and_root_attributes(subjects_dir, hdf5_path):
         assert json.loads(h5.attrs["groups_config"]) == GROUPS
         assert h5.attrs["format_version"] == 1
         assert json.loads(h5.attrs["creation"]) == {"compression": None, "skipped_subjects": {},
-                                                    "enforce_files_presence": True, "removed_invalid": {}}
+                                                    "enforce_files_presence": True, "removed_invalid": {},
+                                                        "empty_files": {}, "non_finite_replaced": {}}
 
 
 def test_dps_dpp_connectivity_and_sorted_globs(dwi_subjects, dwi_hdf5):

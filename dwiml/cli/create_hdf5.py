@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+from dwiml.atomic import stopped_by_signals
 from dwiml.cli.common import run_command
 
 
@@ -28,13 +30,16 @@ def main(argv: list[str] | None = None) -> None:
 
         lists = [read_subject_list(f) if f else [] for f in
                  (args.training_subjects, args.validation_subjects, args.testing_subjects)]
-        out = create_hdf5(args.subjects_dir, load_groups_config(args.groups_config), args.out, *lists,
-                          enforce_files_presence=args.enforce_files_presence, processes=args.processes,
-                          compression=None if args.compression == "none" else args.compression,
-                          save_intermediate=args.save_intermediate)
+        with stopped_by_signals("dwiml-create-hdf5"):
+            out = create_hdf5(args.subjects_dir, load_groups_config(args.groups_config), args.out, *lists,
+                              enforce_files_presence=args.enforce_files_presence, processes=args.processes,
+                              compression=None if args.compression == "none" else args.compression,
+                              save_intermediate=args.save_intermediate)
         with open_hdf5(out) as h5:
             counts = ", ".join(f"{len(names)} {subset}" for subset, names in subject_lists(h5).items())
-        print(f"wrote {out}: {counts} subjects")
+            empty = sum(n for groups in json.loads(h5.attrs["creation"])["empty_files"].values()
+                        for n in groups.values())
+        print(f"wrote {out}: {counts} subjects" + (f"; {empty} empty tractogram(s) skipped" if empty else ""))
 
     run_command("dwiml-create-hdf5", body)
 

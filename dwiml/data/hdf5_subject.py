@@ -18,19 +18,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from dipy.io.stateful_tractogram import StatefulTractogram
-from dipy.io.streamline import load_tractogram, save_tractogram
-from dipy.io.utils import is_header_compatible
+from dipy.io.streamline import save_tractogram
 from dipy.tracking.streamlinespeed import compress_streamlines, length, set_number_of_points
 from nibabel.streamlines import ArraySequence
 
 from dwiml.data import coords
 from dwiml.data.input_spec import check_declaration, declaration_attrs
+from dwiml.data.readers import TRACTOGRAM_EXTENSIONS, VOLUME_EXTENSIONS, load_nifti, load_tractogram_on, read_data
 from dwiml.errors import DwimlError
 
 log = logging.getLogger(__name__)
 
-TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx")
-VOLUME_EXTENSIONS = (".nii", ".nii.gz")
 RESAMPLING_KEYS = ("step_size_mm", "nb_points", "compress_mm")
 STD_EPSILON = 1e-6
 
@@ -58,7 +56,8 @@ def read_subject(subject_dir: Path, groups_config: dict) -> dict[str, GroupArray
             if group.get(key):
                 _expand(subject_dir, _where(subject_dir, name), group[key])
     first = next(n for n, g in groups_config.items() if g["type"] == "volume")
-    reference = _Reference(first, _expand(subject_dir, "", groups_config[first]["files"])[0])
+    reference = _Reference(first, _expand(subject_dir, "", groups_config[first]["files"])[0],
+                           _where(subject_dir, first))
     return {name: (_read_volume_group if group["type"] == "volume" else _read_streamline_group)(
         subject_dir, name, group, reference) for name, group in groups_config.items()}
 
@@ -102,10 +101,11 @@ class _Reference:
 
     group: str
     path: Path
+    where: str
 
     @functools.cached_property
     def image(self) -> nib.Nifti1Image:
-        return nib.load(self.path)
+        return load_nifti(self.path, self.where)
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -134,7 +134,7 @@ def _relative(files: list[Path], subject_dir: Path) -> str:
 
 def _load_image(path: Path, grid: nib.Nifti1Image, where: str) -> nib.Nifti1Image:
     """Load a NIfTI and check it lies on ``grid`` (voxel sizes, shape, affine)."""
-    img = nib.load(path)
+    img = load_nifti(path, where)
     sizes, grid_sizes = coords.voxel_sizes(img.affine), coords.voxel_sizes(grid.affine)
     if not np.allclose(sizes, grid_sizes, atol=1e-4):
         raise DwimlError(f"{where}: {path} has voxel sizes {sizes.round(4).tolist()} but "
@@ -151,16 +151,14 @@ def _read_volume_group(subject_dir: Path, name: str, group: dict, reference: _Re
     files = _expand(subject_dir, where, group["files"])
     if name != reference.group:
         _load_image(files[0], reference.image, f"{where} vs group '{reference.group}'")
-    first = nib.load(files[0])
-    arrays = []
-    for f in files:
-        data = np.asarray(_load_image(f, first, where).dataobj, dtype=np.float32)
-        arrays.append(data[..., None] if data.ndim == 3 else data)
+    first = load_nifti(files[0], where)
+    arrays, replaced = zip(*(_read_finite(f, first, where, group.get("nan_to")) for f in files))
     mode = group.get("standardization", "none")
     mask = None
     if mode != "none" and group.get("std_mask"):
         masks = _expand(subject_dir, where, group["std_mask"])
-        mask = np.any([np.asarray(_load_image(f, first, where).dataobj) > 0 for f in masks], axis=0)
+        mask = np.any([(_read_finite(f, first, where, group.get("nan_to"))[0] > 0).any(axis=-1) for f in masks],
+                      axis=0)
     if mode == "per_file":
         data = np.concatenate([standardize(a, mask, per_channel=False, where=where) for a in arrays], axis=-1)
     else:
@@ -171,7 +169,23 @@ def _read_volume_group(subject_dir: Path, name: str, group: dict, reference: _Re
     attrs = dict(type="volume", affine=first.affine, voxel_sizes=coords.voxel_sizes(first.affine),
                  nb_features=data.shape[-1], standardization=mode, files=_relative(files, subject_dir),
                  **declaration_attrs(group))
+    if group.get("nan_to") is not None:
+        attrs["non_finite_replaced"] = int(np.any(replaced, axis=0).sum())  # voxels, in any file
     return GroupArrays(attrs, {"data": data})
+
+
+def _read_finite(path: Path, grid: nib.Nifti1Image, where: str,
+                 nan_to: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(X, Y, Z, F)`` float32 data of a NIfTI on ``grid``, and its ``(X, Y, Z)`` voxels that held NaN or
+    Inf: an error naming their number, or (with ``nan_to``) those values replaced by ``nan_to``."""
+    data = read_data(_load_image(path, grid, where), where)
+    bad = ~np.isfinite(data)
+    voxels = bad.any(axis=-1)
+    if voxels.any() and nan_to is None:
+        raise DwimlError(f"{where}: {path} has {int(voxels.sum())} voxel(s) with NaN or Inf values "
+                         "(set nan_to: 0 in the group to replace them)")
+    data[bad] = nan_to if nan_to is not None else 0
+    return data, voxels
 
 
 def standardize(data: np.ndarray, mask: np.ndarray | None, per_channel: bool, where: str = "") -> np.ndarray:
@@ -193,9 +207,11 @@ def standardize(data: np.ndarray, mask: np.ndarray | None, per_channel: bool, wh
 
 
 def _read_streamline_group(subject_dir: Path, name: str, group: dict, reference: _Reference) -> GroupArrays:
+    """The group's tractograms concatenated; empty ones contribute nothing and are counted (``empty_files``)."""
     where = _where(subject_dir, name)
     files = _expand(subject_dir, where, group["files"])
-    sft = functools.reduce(operator.add, [_load_tractogram(f, reference, group, where) for f in files])
+    loaded = [_load_tractogram(f, reference, group, where) for f in files]
+    sft = functools.reduce(operator.add, [t for t in loaded if len(t)] or loaded[:1])
     sft, nb_removed = _remove_out_of_bounds(sft)
     if nb_removed and not group.get("remove_invalid"):
         raise DwimlError(f"{where}: {nb_removed} streamline(s) of {[str(f) for f in files]} leave the volume of "
@@ -204,17 +220,17 @@ def _read_streamline_group(subject_dir: Path, name: str, group: dict, reference:
         raise DwimlError(f"{where}: {int((sft.streamlines._lengths < 2).sum())} streamline(s) with fewer "
                          f"than 2 points in {[str(f) for f in files]}")
     sft = _resample(sft, group)
-    lengths_mm = length(sft.streamlines).astype(np.float32)  # sft is in RASMM here
+    lengths_mm = length(sft.streamlines).astype(np.float32) if len(sft) else np.zeros(0, np.float32)  # in RASMM
     coords.to_dwiml_space(sft)
     lengths = np.asarray(sft.streamlines._lengths, dtype=np.int64)
-    datasets = {"points": np.asarray(sft.streamlines.get_data(), dtype=np.float32),
+    datasets = {"points": np.asarray(sft.streamlines.get_data(), dtype=np.float32).reshape(-1, 3),
                 "offsets": np.cumsum(lengths) - lengths, "lengths": lengths, "lengths_mm": lengths_mm}
     datasets.update({f"data_per_streamline/{k}": np.asarray(v) for k, v in sft.data_per_streamline.items()})
     datasets.update({f"data_per_point/{k}": np.asarray(v.get_data()) for k, v in sft.data_per_point.items()})
     affine, dimensions, voxel_sizes, voxel_order = sft.space_attributes
     attrs = dict(type="streamlines", affine=affine, dimensions=np.asarray(dimensions),
                  voxel_sizes=np.asarray(voxel_sizes), voxel_order="".join(voxel_order),
-                 files=_relative(files, subject_dir),
+                 files=_relative(files, subject_dir), empty_files=sum(len(t) == 0 for t in loaded),
                  resampling=json.dumps({k: group[k] for k in RESAMPLING_KEYS if group.get(k) is not None}))
     if group.get("remove_invalid"):
         attrs["removed_invalid"] = nb_removed
@@ -223,24 +239,22 @@ def _read_streamline_group(subject_dir: Path, name: str, group: dict, reference:
     return GroupArrays(attrs, datasets)
 
 
-
 def _load_tractogram(path: Path, reference: _Reference, group: dict, where: str) -> StatefulTractogram:
-    """Load one tractogram on the reference grid, keeping only the requested dps/dpp keys."""
-    if path.suffix not in TRACTOGRAM_EXTENSIONS:
-        raise DwimlError(f"{where}: {path} is not a tractogram ({', '.join(TRACTOGRAM_EXTENSIONS)})")
-    try:
-        sft = load_tractogram(str(path), reference.image, bbox_valid_check=False)  # see _remove_out_of_bounds
-    except ValueError as e:
-        raise DwimlError(f"{where}: {path}: {str(e).splitlines()[0]}") from None
-    if sft is False or not is_header_compatible(sft, reference.image):  # .trx/.tck carry their own header
-        raise DwimlError(f"{where}: the header of {path} does not match {reference.path}")
+    """Load one tractogram on the reference grid, keeping only the requested dps/dpp keys (an empty one
+    gets them empty)."""
+    sft = load_tractogram_on(path, reference.image, where)  # streamlines leaving it: see _remove_out_of_bounds
+    points = sft.streamlines.get_data()
+    if not np.isfinite(points).all():
+        raise DwimlError(f"{where}: {path} has {int((~np.isfinite(points)).any(axis=-1).sum())} point(s) "
+                         "with NaN or Inf coordinates")
     kept = []
     for kind, data in (("dps", sft.data_per_streamline), ("dpp", sft.data_per_point)):
         keys = _as_list(group.get(f"{kind}_keys") or [])
         missing = [k for k in keys if k not in data]
-        if missing:
+        if missing and len(sft):
             raise DwimlError(f"{where}: {path} has no {kind} key(s) {missing} (it has {sorted(data.keys())})")
-        kept.append({k: data[k] for k in keys})
+        empty = np.zeros((0, 1), np.float32) if kind == "dps" else ArraySequence()
+        kept.append({k: data[k] if k in data else empty for k in keys})
     sft.to_rasmm()
     return StatefulTractogram.from_sft(sft.streamlines, sft, data_per_streamline=kept[0], data_per_point=kept[1])
 
@@ -251,7 +265,7 @@ def _remove_out_of_bounds(sft: StatefulTractogram) -> tuple[StatefulTractogram, 
     sft.to_vox()
     sft.to_corner()
     lengths = sft.streamlines._lengths
-    points = sft.streamlines.get_data()
+    points = sft.streamlines.get_data().reshape(-1, 3)
     outside = ((points < 0) | (points > np.asarray(sft.dimensions))).any(axis=1)
     invalid = np.bincount(np.repeat(np.arange(len(lengths)), lengths), weights=outside,
                           minlength=len(lengths)) > 0
@@ -262,6 +276,8 @@ def _resample(sft: StatefulTractogram, group: dict) -> StatefulTractogram:
     """Resample in RAS+ mm (so steps and tolerances are true millimetres), or return ``sft`` unchanged."""
     sft.to_rasmm()
     lines = sft.streamlines
+    if not len(lines):
+        return sft
     if group.get("nb_points"):
         lines = set_number_of_points(lines, int(group["nb_points"]))
     elif group.get("compress_mm"):
@@ -298,7 +314,10 @@ def _add_connectivity(subject_dir: Path, group: dict, reference: _Reference, whe
     datasets["connectivity_matrix"] = matrix
     if group.get("connectivity_labels"):
         labels_path = _expand(subject_dir, where, [group["connectivity_labels"]])[0]
-        labels = np.asarray(_load_image(labels_path, reference.image, where).dataobj).astype(np.int32)
+        labels, _ = _read_finite(labels_path, reference.image, where, None)
+        if labels.shape[-1] != 1:
+            raise DwimlError(f"{where}: connectivity labels {labels_path} must be 3D, got shape {labels.shape}")
+        labels = labels[..., 0].astype(np.int32)
         if labels.max() > len(matrix):
             raise DwimlError(f"{where}: {labels_path} has label {labels.max()} but the matrix {path} "
                              f"has only {len(matrix)} rows")
