@@ -16,7 +16,7 @@ import yaml
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
 
-from helpers import AFFINE, GROUPS, SHAPE, random_streamlines, save_trk, write_subject
+from helpers import AFFINE, GROUPS, SHAPE, random_streamlines, save_trk, write_dwi_ml_hdf5, write_subject
 from helpers.bad_inputs import BadInput, run_bad_input
 
 GARBAGE = b"this is not what the extension says " * 40
@@ -54,17 +54,17 @@ def groups_with(**changes: dict) -> dict:
     return groups
 
 
-def truncate(relative: str, keep: float = 0.5) -> Callable[[Path], None]:
+def truncate(relative: str, keep: float = 0.5, subject: str = "s1") -> Callable[[Path], None]:
     def change(subjects: Path) -> None:
-        path = subjects / "s1" / relative
+        path = subjects / subject / relative
         data = path.read_bytes()
         path.write_bytes(data[:int(len(data) * keep)])
     return change
 
 
-def garbage(relative: str, content: bytes = GARBAGE) -> Callable[[Path], None]:
+def garbage(relative: str, content: bytes = GARBAGE, subject: str = "s1") -> Callable[[Path], None]:
     def change(subjects: Path) -> None:
-        (subjects / "s1" / relative).write_bytes(content)
+        (subjects / subject / relative).write_bytes(content)
     return change
 
 
@@ -345,6 +345,10 @@ HDF5_ROWS = {
                                                     "group 'input': data has 5 features, attribute nb_features says 7"),
     "info: features differ across subjects": ("dwiml-hdf5-info", fewer_features, None,
                                               "group 'input' has 3 features in subject 's2' but 5 in subject 's1'"),
+    "info: a connectivity reference without its matrix": (
+        "dwiml-hdf5-info", set_attr("s1/streamlines", "connectivity_type", "labels"), None,
+        "group 'streamlines': missing or malformed attribute(s) or dataset(s) ['connectivity_matrix', "
+        "'connectivity_labels']"),
     "extract: no lengths dataset": ("dwiml-hdf5-extract", delete("s1/streamlines/lengths"), None,
                                     "subject 's1', group 'streamlines': missing or malformed attribute(s) or "
                                     "dataset(s) ['lengths']"),
@@ -369,6 +373,106 @@ def hdf5_args(command: str, edit, raw) -> Callable[[Path], list[str]]:
 
 ROWS.update({name: BadInput(command, hdf5_args(command, edit, raw), culprit)
              for name, (command, edit, raw, culprit) in HDF5_ROWS.items()})
+
+
+# ---- dwi_ml HDF5 files to convert ------------------------------------------------------------------------------
+
+def dwi_ml(edit: Callable[[h5py.File], None] | None = None) -> Callable[[Path], list[str]]:
+    def args(folder: Path) -> list[str]:
+        write_dwi_ml_hdf5(folder / "dwi_ml.hdf5", np.random.default_rng(0))
+        if edit is not None:
+            with h5py.File(folder / "dwi_ml.hdf5", "r+") as h5:
+                edit(h5)
+        return ["dwi_ml.hdf5", "out.hdf5"]
+    return args
+
+
+def dwi_ml_nan(h5: h5py.File) -> None:
+    h5["subB/input/data"][1, 2, 3, 0] = np.nan
+
+
+def dwi_ml_fewer_features(h5: h5py.File) -> None:
+    data = h5["subB/input/data"][..., :3]
+    del h5["subB/input/data"]
+    h5["subB/input/data"] = data
+
+
+def text_to_convert(folder: Path) -> list[str]:
+    hdf5(raw=GARBAGE)(folder)
+    return ["data.hdf5", "out.hdf5"]
+
+
+ROWS.update({name: BadInput("dwiml-convert-dwiml-hdf5", args, culprit) for name, (args, culprit) in {
+    "convert: a missing file": (lambda folder: ["nothere.hdf5", "out.hdf5"], "HDF5 file nothere.hdf5 does not"),
+    "convert: a text file": (text_to_convert, "data.hdf5 is not an HDF5 file"),
+    "convert: a dwiml file": (lambda folder: ["good.hdf5", "out.hdf5"], "good.hdf5 is already a dwiml HDF5"),
+    "convert: no training_subjs": (dwi_ml(delete("/", "training_subjs")), "no root attribute 'training_subjs'"),
+    "convert: groups_config no dict": (dwi_ml(set_attr("/", "groups_config", "[1, 2")),
+                                       "dwi_ml.hdf5: the root attribute 'groups_config' is no readable dict"),
+    "convert: streamlines without affine": (dwi_ml(delete("subA/streamlines", "affine")),
+                                            "subject 'subA', group 'streamlines': not a dwi_ml volume or streamline "
+                                            "group (type 'streamlines', missing ['affine'])"),
+    "convert: streamlines without lengths": (dwi_ml(delete("subC/streamlines/lengths")), "missing ['lengths']"),
+    "convert: NaN in a volume": (dwi_ml(dwi_ml_nan), "subject 'subB', group 'input': 1 voxel(s) with NaN"),
+    "convert: features differ across subjects": (dwi_ml(dwi_ml_fewer_features),
+                                                 "dwi_ml.hdf5: group 'input' has 3 features in subject 'subB' but 4"),
+}.items()})
+
+
+# ---- tractograms and label volumes of dwiml-score and dwiml-connectivity ---------------------------------------
+
+def scoring(command: str, change: Callable[[Path], None] | None = None) -> Callable[[Path], list[str]]:
+    """A label volume (regions 1 and 2 at the two ends of the first axis), a ground-truth bundle joining them and
+    a candidate (the same), then ``change(folder)``."""
+    def args(folder: Path) -> list[str]:
+        labels = np.zeros(SHAPE, np.int16)
+        labels[:3], labels[-3:] = 1, 2
+        nib.save(nib.Nifti1Image(labels, AFFINE), folder / "labels.nii.gz")
+        lines = [np.stack([np.linspace(1, SHAPE[0] - 2, 8), np.full(8, y), np.full(8, 3.0)], 1) for y in (2, 4, 6)]
+        for name in ("gt.trk", "cand.trk"):
+            save_trk(folder / name, lines, folder / "labels.nii.gz")
+        if change is not None:
+            change(folder)
+        if command == "dwiml-connectivity":
+            return ["cand.trk", "m.npy", "--labels", "labels.nii.gz"]
+        return ["cand.trk", "--ground-truth", "gt.trk", "--labels", "labels.nii.gz", "--out-json", "s.json"]
+    return args
+
+
+def other_grid(name: str) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), SHIFTED), folder / "other.nii.gz")
+        save_trk(folder / name, random_streamlines(np.random.default_rng(1), 3), folder / "other.nii.gz")
+        (folder / "other.nii.gz").unlink()
+    return change
+
+
+def float_labels(data: np.ndarray) -> np.ndarray:
+    data[5, 5, 5] = 1.5
+    return data
+
+
+SCORING_ROWS = {
+    "a garbage candidate": (garbage("cand.trk", subject="."), "cand.trk is not a readable tractogram"),
+    "a truncated candidate": (truncate("cand.trk", 0.8, "."), "cand.trk is not a readable tractogram"),
+    "a candidate on another grid": (other_grid("cand.trk"), "the header of cand.trk does not match labels.nii.gz"),
+    "a missing candidate": (lambda folder: (folder / "cand.trk").unlink(), "cand.trk: no such file"),
+    "a truncated label volume": (truncate("labels.nii.gz", 0.6, "."), "labels.nii.gz is not a readable NIfTI"),
+    "a garbage label volume": (garbage("labels.nii.gz", subject="."), "labels.nii.gz is not a readable NIfTI"),
+    "a 5D label volume": (rewrite_nifti("labels.nii.gz", lambda d: d[..., None, None].repeat(2, 4), subject="."),
+                          "labels.nii.gz is 5D"),
+    "NaN in the label volume": (rewrite_nifti("labels.nii.gz", set_voxels(np.nan, 1), subject="."),
+                                "labels.nii.gz: a label volume is 3D with integer labels >= 0"),
+    "a label 1.5": (rewrite_nifti("labels.nii.gz", float_labels, subject="."), "labels.nii.gz: a label volume is 3D"),
+}
+ROWS.update({f"{command.split('-', 1)[1]}: {name}": BadInput(command, scoring(command, change), culprit)
+             for name, (change, culprit) in SCORING_ROWS.items() for command in ("dwiml-score", "dwiml-connectivity")})
+ROWS.update({
+    "score: a garbage ground-truth bundle": BadInput("dwiml-score", scoring("dwiml-score", garbage("gt.trk", subject=".")),
+                                                    "gt.trk is not a readable tractogram"),
+    "score: a ground-truth bundle on another grid": BadInput("dwiml-score", scoring("dwiml-score", other_grid("gt.trk")),
+                                                            "the header of gt.trk does not match"),
+})
 
 
 @pytest.mark.parametrize("name", ROWS)

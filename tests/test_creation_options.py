@@ -20,7 +20,8 @@ from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5, open_hdf5
 from dwiml.errors import DwimlError
 from dwiml.training.run import build_trainer
-from helpers import AFFINE, GROUPS, SHAPE, compose_run, metrics, random_streamlines, run_training
+from helpers import (AFFINE, GROUPS, SHAPE, compose_run, metrics, random_streamlines,
+                     run_training, write_dwi_ml_hdf5)
 
 
 def test_files_given_as_one_string_equal_a_list_of_one(subjects_dir, tmp_path):
@@ -84,46 +85,7 @@ def test_validation_batches_have_their_own_size(hdf5_path, tmp_path):
         assert {len(batch) for batch in trainer.valid_loader.sampler} <= {expected, 40 % expected}
 
 
-# ---- a dwi_ml HDF5, written in its layout ---------------------------------------------------------
-
-DWI_ML_SUBJECTS = {"training_subjs": ["subA", "subB"], "validation_subjs": ["subC"], "testing_subjs": []}
-
-
-def write_dwi_ml_hdf5(path, rng) -> dict[str, list[np.ndarray]]:
-    """dwi_ml's layout (peer notes, section 1.3): streamlines in voxel space, corner origin; returns
-    each subject's streamlines in dwiml's convention (voxel centres at integers)."""
-    config = {"input": {"type": "volume", "files": ["fodf.nii.gz"], "standardization": "all"},
-              "streamlines": {"type": "streamlines", "files": ["tractograms/*.trk"], "dps_keys": "weight",
-                              "connectivity_matrix": "m.npy", "connectivity_nb_blocs": [2, 1, 1]}}
-    truth = {}
-    with h5py.File(path, "w") as h5:
-        h5.attrs["data_and_time"] = "02 December 2026 09:00:00"
-        h5.attrs["groups_config"] = str(config)
-        for key, names in DWI_ML_SUBJECTS.items():
-            h5.attrs[key] = names
-        h5.attrs["chosen_subjs"] = sum(DWI_ML_SUBJECTS.values(), [])
-        h5.attrs["step_size"] = 1.0
-        h5.attrs["nb_points"] = h5.attrs["compress"] = "Not defined by user"
-        for name in h5.attrs["chosen_subjs"]:
-            volume = h5.create_group(f"{name}/input")
-            volume.create_dataset("data", data=rng.normal(size=SHAPE + (4,)).astype(np.float32))
-            volume.attrs.update(type="volume", affine=AFFINE, voxres=np.abs(np.diag(AFFINE)[:3]), nb_features=4)
-            lines = random_streamlines(rng, 30)
-            truth[name] = lines
-            lengths = np.array([len(s) for s in lines])
-            group = h5.create_group(f"{name}/streamlines")
-            group.attrs.update(type="streamlines", space="Space.VOX", origin="Origin.TRACKVIS", affine=AFFINE,
-                               dimensions=np.array(SHAPE), voxel_sizes=np.abs(np.diag(AFFINE)[:3]),
-                               voxel_order="LAS", connectivity_matrix_type="from_blocs",
-                               connectivity_nb_blocs=[2, 1, 1])
-            group.create_dataset("data", data=np.concatenate(lines) + 0.5)
-            group.create_dataset("offsets", data=np.cumsum(lengths) - lengths)
-            group.create_dataset("lengths", data=lengths)
-            group.create_dataset("euclidean_lengths", data=[float(len(s)) for s in lines])
-            group.create_dataset("data_per_streamline/weight", data=rng.random((30, 1)))
-            group.create_dataset("connectivity_matrix", data=np.array([[False, True], [True, False]]))
-    return truth
-
+# ---- a dwi_ml HDF5 (helpers.write_dwi_ml_hdf5), converted ------------------------------------------
 
 def test_convert_dwi_ml_hdf5_keeps_subjects_points_and_references(tmp_path):
     truth = write_dwi_ml_hdf5(tmp_path / "dwi_ml.hdf5", np.random.default_rng(5))

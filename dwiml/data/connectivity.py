@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
+from dwiml.data.readers import load_nifti, read_labels
 from dwiml.errors import DwimlError
 
 NO_REGION = -1
@@ -83,25 +83,15 @@ def load_regions(labels_path: str | Path | None, nb_blocs: list[int] | None, ref
     """The grid's shape, the label volume or the blocs per axis (one number for all three, or three),
     and the reference image of the tractogram (default: the label volume)."""
     if labels_path is not None:
-        labels_img = _load_image(labels_path, "label volume")
-        data = np.asarray(labels_img.dataobj)
-        if data.ndim != 3 or not np.array_equal(data, np.round(data)) or (data < 0).any():
-            raise DwimlError(f"{labels_path}: a label volume is 3D with integer labels >= 0")
+        labels_img, data = read_labels(labels_path)
         if reference is not None:
-            ref = _load_image(reference, "reference image")
+            ref = load_nifti(reference)
             if ref.shape[:3] != data.shape or not np.allclose(ref.affine, labels_img.affine, atol=1e-4):
                 raise DwimlError(f"{labels_path} does not lie on the grid of the reference {reference}")
-        return data.shape, data.astype(np.int64), None, str(reference or labels_path)
+        return data.shape, data, None, str(reference or labels_path)
     if reference is None:
         raise DwimlError("blocs need the grid of the tractogram: give --reference (a NIfTI image)")
     if len(nb_blocs) not in (1, 3) or min(nb_blocs) < 1:
         raise DwimlError(f"the number of blocs is one positive number or three, got {nb_blocs}")
-    shape = _load_image(reference, "reference image").shape[:3]
+    shape = load_nifti(reference).shape[:3]
     return shape, None, tuple(int(n) for n in np.broadcast_to(nb_blocs, (3,))), str(reference)
-
-
-def _load_image(path: str | Path, what: str) -> nib.Nifti1Image:
-    try:
-        return nib.load(str(path))
-    except (OSError, nib.filebasedimages.ImageFileError) as e:
-        raise DwimlError(f"{path}: cannot load the {what}: {e}") from None

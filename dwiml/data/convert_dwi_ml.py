@@ -27,7 +27,7 @@ import numpy as np
 
 from dwiml.atomic import atomic_path
 from dwiml.data import coords
-from dwiml.data.hdf5 import FORMAT, SUBSETS, open_any_hdf5, write_group, write_root_attrs
+from dwiml.data.hdf5 import FORMAT, SUBSETS, check_layout, open_any_hdf5, write_group, write_root_attrs
 from dwiml.data.hdf5_subject import GroupArrays
 from dwiml.errors import DwimlError
 
@@ -57,6 +57,7 @@ def convert_dwi_ml_hdf5(source: str | Path, out_path: str | Path, compression: s
                     write_group(h5.require_group(subject), name, group, compression)
             write_root_attrs(h5, _dwiml_config(config, resampling), subsets,
                              {"compression": compression, "converted_from": str(source)})
+            check_layout(h5, source)  # e.g. feature counts that differ between subjects
     return Path(out_path)
 
 
@@ -107,6 +108,9 @@ def _volume(node: h5py.Group, group: dict, where: str) -> GroupArrays:
     if "data" not in node or node["data"].ndim != 4 or "affine" not in node.attrs:
         raise DwimlError(f"{where}: a dwi_ml volume group has a 4D 'data' and an 'affine'")
     data = node["data"][:].astype(np.float32)
+    nb_bad = int((~np.isfinite(data)).any(axis=-1).sum())
+    if nb_bad:
+        raise DwimlError(f"{where}: {nb_bad} voxel(s) with NaN or Inf values")
     affine = np.asarray(node.attrs["affine"], dtype=np.float64)
     files = group.get("files", [])
     attrs = dict(type="volume", affine=affine, voxel_sizes=coords.voxel_sizes(affine), nb_features=data.shape[-1],
@@ -117,6 +121,7 @@ def _volume(node: h5py.Group, group: dict, where: str) -> GroupArrays:
 
 def _streamlines(node: h5py.Group, resampling: dict, where: str) -> GroupArrays:
     missing = [k for k in ("data", "offsets", "lengths", "euclidean_lengths") if k not in node]
+    missing += [k for k in ("affine", "dimensions", "voxel_sizes", "voxel_order") if k not in node.attrs]
     if missing or node.attrs.get("type") != "streamlines":
         raise DwimlError(f"{where}: not a dwi_ml volume or streamline group (type "
                          f"{node.attrs.get('type')!r}, missing {missing})")

@@ -383,6 +383,13 @@ def _check_group_layout(node: h5py.Group, kind: str, where: str) -> None:
         expected = f"{kind!r} as in the first subject" if kind in GROUP_LAYOUT else "'volume' or 'streamlines'"
         raise DwimlError(f"{where}: type attribute {node.attrs.get('type')!r}, expected {expected}")
     attrs, datasets = GROUP_LAYOUT[kind]
+    connectivity = node.attrs.get("connectivity_type")  # see dwiml.data.connectivity
+    if connectivity is not None:
+        datasets = {**datasets, "connectivity_matrix": 2}
+        if connectivity == "blocs":
+            attrs = (*attrs, "connectivity_nb_blocs")
+        else:
+            datasets["connectivity_labels"] = 3
     missing = [key for key in attrs if key not in node.attrs]
     missing += [key for key, ndim in datasets.items()
                 if not isinstance(node.get(key), h5py.Dataset) or node[key].ndim != ndim]

@@ -60,16 +60,30 @@ def read_data(image: nib.Nifti1Image, where: str = "") -> np.ndarray:
     return data[..., None] if data.ndim == 3 else data
 
 
-def load_tractogram_on(path: str | Path, reference: nib.Nifti1Image, where: str = "") -> StatefulTractogram:
-    """A tractogram (.trk, .tck, .trx) on the grid of ``reference``, its header checked against it; streamlines
-    leaving the volume are kept (the caller decides)."""
+def read_labels(path: str | Path, what: str = "label volume") -> tuple[nib.Nifti1Image, np.ndarray]:
+    """A 3D volume of integer labels >= 0 (0: no region) as int64, and its image."""
+    image = load_nifti(path)
+    data = read_data(image)
+    if data.shape[-1] != 1 or not np.isfinite(data).all() or (data != np.round(data)).any() or (data < 0).any():
+        raise DwimlError(f"{path}: a {what} is 3D with integer labels >= 0")
+    return image, data[..., 0].astype(np.int64)
+
+
+def load_tractogram_on(path: str | Path, reference: nib.Nifti1Image | str | Path,
+                       where: str = "") -> StatefulTractogram:
+    """A tractogram (.trk, .tck, .trx) on the grid of ``reference`` (an image or its file), its header checked
+    against it; streamlines leaving the volume are kept (the caller decides)."""
     path, prefix = Path(path), f"{where}: " if where else ""
+    if not path.is_file():
+        raise DwimlError(f"{prefix}{path}: no such file")
     if path.suffix not in TRACTOGRAM_EXTENSIONS:
         raise DwimlError(f"{prefix}{path} is not a tractogram ({', '.join(TRACTOGRAM_EXTENSIONS)})")
     dipy_log = logging.getLogger("dipy")  # which logs each header difference (our error names the file instead)
     level = dipy_log.level
     dipy_log.setLevel(logging.CRITICAL)
     try:
+        if not isinstance(reference, nib.Nifti1Image):
+            reference = load_nifti(reference, where)
         sft = load_tractogram(str(path), reference, bbox_valid_check=False)
         matches = sft is not False and is_header_compatible(sft, reference)  # .trx/.tck carry their own header
     except READ_ERRORS as e:

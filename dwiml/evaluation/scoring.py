@@ -27,13 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from dipy.io.streamline import load_tractogram
 from scipy.ndimage import distance_transform_edt
 
 from dwiml.atomic import atomic_path
 from dwiml.data.coords import to_dwiml_space, voxel_sizes
+from dwiml.data.readers import load_tractogram_on, read_labels
 from dwiml.errors import DwimlError
 
 SAMPLING_VOX = 0.5  # segments are sampled at most this far apart (voxels) to find the voxels they cross
@@ -69,10 +68,7 @@ class GroundTruth:
 
 def load_streamlines(path: str | Path, reference: str | Path) -> Packed:
     """A tractogram (.trk, .tck, .trx) as packed points in dwiml voxel space."""
-    try:
-        sft = load_tractogram(str(path), str(reference), bbox_valid_check=False)
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise DwimlError(f"{path}: cannot load as a tractogram with reference {reference}: {e}") from None
+    sft = load_tractogram_on(path, reference)
     to_dwiml_space(sft)
     points = np.asarray(sft.streamlines.get_data(), dtype=np.float64).reshape(-1, 3)
     return Packed(points, np.asarray(sft.streamlines._lengths, dtype=np.int64))
@@ -152,12 +148,8 @@ def connectivity_matrix(pairs: np.ndarray, region_values: np.ndarray) -> np.ndar
 def load_ground_truth(bundle_paths: list[str | Path], labels_path: str | Path,
                       endpoint_tolerance_mm: float = 0.0) -> GroundTruth:
     """Ground-truth bundles (tractogram files, named by their stem) and their endpoint label volume."""
-    try:
-        labels_img = nib.load(str(labels_path))
-    except (OSError, nib.filebasedimages.ImageFileError) as e:
-        raise DwimlError(f"{labels_path}: cannot load the label volume: {e}") from None
-    labels = dilate_labels(np.asarray(labels_img.dataobj).astype(np.int64), labels_img.affine,
-                           endpoint_tolerance_mm)
+    labels_img, labels = read_labels(labels_path)
+    labels = dilate_labels(labels, labels_img.affine, endpoint_tolerance_mm)
     bundles = [load_streamlines(path, labels_path) for path in bundle_paths]
     names = [Path(p).name.split(".")[0] for p in bundle_paths]
     return ground_truth(bundles, names, labels, [str(p) for p in bundle_paths], "file names", str(labels_path))

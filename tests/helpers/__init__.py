@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
@@ -60,6 +61,45 @@ def write_subject(folder: Path, rng: np.random.Generator, nb_streamlines: int = 
         sft = StatefulTractogram(random_streamlines(rng, nb), ref, Space.VOX, origin=Origin.NIFTI)
         (folder / "bundles").mkdir(exist_ok=True)
         save_tractogram(sft, str(folder / "bundles" / f"{name}.trk"))
+
+
+DWI_ML_SUBJECTS = {"training_subjs": ["subA", "subB"], "validation_subjs": ["subC"], "testing_subjs": []}
+
+
+def write_dwi_ml_hdf5(path, rng) -> dict[str, list[np.ndarray]]:
+    """dwi_ml's layout (peer notes, section 1.3): streamlines in voxel space, corner origin; returns
+    each subject's streamlines in dwiml's convention (voxel centres at integers)."""
+    config = {"input": {"type": "volume", "files": ["fodf.nii.gz"], "standardization": "all"},
+              "streamlines": {"type": "streamlines", "files": ["tractograms/*.trk"], "dps_keys": "weight",
+                              "connectivity_matrix": "m.npy", "connectivity_nb_blocs": [2, 1, 1]}}
+    truth = {}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["data_and_time"] = "02 December 2026 09:00:00"
+        h5.attrs["groups_config"] = str(config)
+        for key, names in DWI_ML_SUBJECTS.items():
+            h5.attrs[key] = names
+        h5.attrs["chosen_subjs"] = sum(DWI_ML_SUBJECTS.values(), [])
+        h5.attrs["step_size"] = 1.0
+        h5.attrs["nb_points"] = h5.attrs["compress"] = "Not defined by user"
+        for name in h5.attrs["chosen_subjs"]:
+            volume = h5.create_group(f"{name}/input")
+            volume.create_dataset("data", data=rng.normal(size=SHAPE + (4,)).astype(np.float32))
+            volume.attrs.update(type="volume", affine=AFFINE, voxres=np.abs(np.diag(AFFINE)[:3]), nb_features=4)
+            lines = random_streamlines(rng, 30)
+            truth[name] = lines
+            lengths = np.array([len(s) for s in lines])
+            group = h5.create_group(f"{name}/streamlines")
+            group.attrs.update(type="streamlines", space="Space.VOX", origin="Origin.TRACKVIS", affine=AFFINE,
+                               dimensions=np.array(SHAPE), voxel_sizes=np.abs(np.diag(AFFINE)[:3]),
+                               voxel_order="LAS", connectivity_matrix_type="from_blocs",
+                               connectivity_nb_blocs=[2, 1, 1])
+            group.create_dataset("data", data=np.concatenate(lines) + 0.5)
+            group.create_dataset("offsets", data=np.cumsum(lengths) - lengths)
+            group.create_dataset("lengths", data=lengths)
+            group.create_dataset("euclidean_lengths", data=[float(len(s)) for s in lines])
+            group.create_dataset("data_per_streamline/weight", data=rng.random((30, 1)))
+            group.create_dataset("connectivity_matrix", data=np.array([[False, True], [True, False]]))
+    return truth
 
 
 GROUPS = {
