@@ -109,11 +109,23 @@ def tractogram_on(affine: np.ndarray, shape=SHAPE, lines=None, name: str = "bund
     return change
 
 
-def chain(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
+def connectivity(labels: Callable[[np.ndarray], np.ndarray] = lambda d: d, matrix: bytes | None = None,
+                 then: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
+    """s1 gets a label volume (four slabs, labels 1..4, edited by ``labels``) and a 4x4 matrix (or raw bytes)."""
     def change(subjects: Path) -> None:
-        for c in changes:
-            c(subjects)
+        slabs = (np.indices(SHAPE)[0] * 4 // SHAPE[0] + 1).astype(np.float32)
+        nib.save(nib.Nifti1Image(labels(slabs), AFFINE), subjects / "s1" / "labels.nii.gz")
+        path = subjects / "s1" / "m.npy"
+        if matrix is None:
+            np.save(path, np.ones((4, 4), np.float32))
+        else:
+            path.write_bytes(matrix)
+        if then is not None:
+            then(subjects)
     return change
+
+
+CONNECTIVITY = groups_with(streamlines={"connectivity_matrix": "m.npy", "connectivity_labels": "labels.nii.gz"})
 
 
 SHIFTED = AFFINE + np.array([[0, 0, 0, 1.0], [0] * 4, [0] * 4, [0] * 4])
@@ -207,6 +219,21 @@ CREATION_ROWS = {
     "a missing dps key": (creation(groups=groups_with(streamlines={"dps_keys": ["weight"]})), "no dps key(s) ['weight']"),
     "a missing tractogram": (creation(groups=groups_with(streamlines={"files": ["bundles/c.trk"]})),
                              "no file subjects/s1/bundles/c.trk"),
+    # connectivity references and standardization masks
+    "NaN in connectivity labels": (creation(connectivity(set_voxels(np.nan, 2)), CONNECTIVITY),
+                                   "group 'streamlines': subjects/s1/labels.nii.gz has 2 voxel(s) with NaN"),
+    "4D connectivity labels": (creation(connectivity(lambda d: np.stack([d, d], -1)), CONNECTIVITY),
+                               "connectivity labels subjects/s1/labels.nii.gz must be 3D"),
+    "truncated connectivity labels": (creation(connectivity(then=truncate("labels.nii.gz", 0.9)), CONNECTIVITY),
+                                      "subjects/s1/labels.nii.gz is"),
+    "a label beyond the matrix": (creation(connectivity(lambda d: d + 1), CONNECTIVITY),
+                                  "labels.nii.gz has label 5 but the matrix subjects/s1/m.npy has only 4 rows"),
+    "a garbage connectivity matrix": (creation(connectivity(matrix=GARBAGE), CONNECTIVITY),
+                                      "subjects/s1/m.npy is not a .npy matrix"),
+    "a truncated standardization mask": (
+        creation(truncate("mask.nii.gz", 0.9), groups_with(input={"standardization": "all",
+                                                                  "std_mask": "mask.nii.gz"})),
+        "subject 's1', group 'input': subjects/s1/mask.nii.gz is"),
     # groups configs
     "YAML syntax error": (creation(groups="input:\n  type: volume\n  files: [input.nii.gz\nmask: {"),
                           "groups.yaml, line 4: invalid YAML"),
@@ -335,6 +362,10 @@ HDF5_ROWS = {
                                              "data.hdf5: the dwiml HDF5 lacks root attribute(s) ['training_subjects']"),
     "info: subject list not JSON": ("dwiml-hdf5-info", set_attr("/", "testing_subjects", "s5,"), None,
                                     "data.hdf5: root attribute 'testing_subjects' is not a JSON"),
+    "info: format_version not a number": ("dwiml-hdf5-info", set_attr("/", "format_version", "one"), None,
+                                          "data.hdf5: root attribute 'format_version' is not a number"),
+    "info: a newer format version": ("dwiml-hdf5-info", set_attr("/", "format_version", 99), None,
+                                     "data.hdf5 has format version 99, newer than this dwiml"),
     "info: a listed subject missing": ("dwiml-hdf5-info", delete("s4"), None,
                                        "data.hdf5: subject 's4' is listed but has no group"),
     "info: a group without type": ("dwiml-hdf5-info", delete("s3/mask", "type"), None,

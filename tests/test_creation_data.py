@@ -106,7 +106,7 @@ def many_subjects(tmp_path_factory) -> Path:
     """Enough subjects that a creation runs for a while."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(0)
-    names = [f"s{i}" for i in range(40)]
+    names = [f"s{i}" for i in range(60)]
     for name in names:
         write_subject(root / name, rng, nb_streamlines=200)
     (root / "groups.json").write_text(json.dumps(GROUPS))
@@ -118,7 +118,8 @@ def start_creation(subjects: Path, out: Path, *extra: str) -> subprocess.Popen:
     """A real ``dwiml-create-hdf5`` process (its own process group), once it has opened its temporary HDF5."""
     process = subprocess.Popen([sys.executable, "-m", "dwiml.cli.create_hdf5", str(subjects),
                                 str(subjects / "groups.json"), str(out / "data.hdf5"), "--training-subjects",
-                                str(subjects / "training.txt"), *extra], cwd=ROOT, start_new_session=True,
+                                str(subjects / "training.txt"), "--compression", "gzip", *extra], cwd=ROOT,
+                               start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(out.glob(".tmp-*")):
@@ -136,6 +137,7 @@ def test_a_signal_during_creation_leaves_nothing(many_subjects, tmp_path, signum
     HDF5 and the intermediate folder removed."""
     process = start_creation(many_subjects, tmp_path, "--processes", str(processes),
                              "--save-intermediate", str(tmp_path / "inter"))
+    assert process.poll() is None, "the creation ended before the signal"
     if group:
         os.killpg(process.pid, signum)
     else:

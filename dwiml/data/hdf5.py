@@ -345,8 +345,12 @@ def check_layout(h5: h5py.File, path: str | Path) -> None:
     missing = [key for key in ROOT_ATTRS if key not in h5.attrs]
     if missing:
         raise DwimlError(f"{path}: the dwiml HDF5 lacks root attribute(s) {missing}")
-    if int(h5.attrs["format_version"]) > FORMAT_VERSION:
-        raise DwimlError(f"{path} has format version {h5.attrs['format_version']}, newer than this dwiml")
+    try:
+        version = int(h5.attrs["format_version"])
+    except (TypeError, ValueError):
+        raise DwimlError(f"{path}: root attribute 'format_version' is not a number") from None
+    if version > FORMAT_VERSION:
+        raise DwimlError(f"{path} has format version {version}, newer than this dwiml")
     for key in ROOT_ATTRS[1:]:
         try:
             value = json.loads(h5.attrs[key])
