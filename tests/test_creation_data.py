@@ -17,11 +17,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
-from dipy.io.streamline import save_tractogram
+from dipy.io.streamline import load_tractogram, save_tractogram
 
 from dwiml.cli.create_hdf5 import main as create_main
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import create_hdf5
+from dwiml.data.hdf5_tools import extract
 from dwiml.data.sampler import BatchSampler
 from helpers import AFFINE, GROUPS, ROOT, SHAPE, write_subject
 
@@ -83,7 +84,8 @@ def test_empty_tractograms_contribute_nothing_and_are_counted(tmp_path, capsys, 
     (tmp_path / "training.txt").write_text("s1\ns2\ns3\n")
     with caplog.at_level(logging.WARNING):
         create_main([str(tmp_path), str(tmp_path / "groups.json"), str(tmp_path / "x.hdf5"),
-                     "--training-subjects", str(tmp_path / "training.txt")])
+                     "--training-subjects", str(tmp_path / "training.txt"), "--save-intermediate",
+                     str(tmp_path / "inter")])
     assert capsys.readouterr().out.strip().endswith("3 training, 0 validation, 0 testing subjects; "
                                                     "10 empty tractogram(s) skipped")
     assert "subject 's2', group 'streamlines' has no streamlines" in caplog.text
@@ -93,6 +95,10 @@ def test_empty_tractograms_contribute_nothing_and_are_counted(tmp_path, capsys, 
         assert [len(h5[f"{s}/streamlines/lengths"]) for s in ("s1", "s2", "s3")] == [20, 0, 20]
         assert h5["s2/streamlines/points"].shape == (0, 3)
         np.testing.assert_array_equal(h5["s1/streamlines/data_per_streamline/weight"][:, 0], np.arange(20))
+    for subject, count in (("s1", 20), ("s2", 0)):
+        assert len(load_tractogram(str(tmp_path / "inter" / subject / "streamlines.trk"), "same")) == count
+        extract(tmp_path / "x.hdf5", subject, "streamlines", tmp_path / f"{subject}.trx")
+        assert len(load_tractogram(str(tmp_path / f"{subject}.trx"), str(tmp_path / "s1" / "input.nii.gz"))) == count
     training = MultiSubjectDataset(tmp_path / "x.hdf5").training
     assert training.subjects == ["s1", "s2", "s3"]
     batches = list(BatchSampler(training, "streamlines", batch_size=8, nb_subjects_per_batch=2))

@@ -333,4 +333,8 @@ def _add_connectivity(subject_dir: Path, group: dict, reference: _Reference, whe
 
 
 def _array_sequence(packed: np.ndarray, lengths: np.ndarray) -> ArraySequence:
-    return ArraySequence(np.split(packed, np.cumsum(lengths)[:-1]))
+    """Packed rows and per-sequence lengths as an ArraySequence (no copy; none is fine)."""
+    sequence = ArraySequence()
+    sequence._data, sequence._lengths = np.asarray(packed), np.asarray(lengths, dtype=np.int64)
+    sequence._offsets = np.cumsum(sequence._lengths) - sequence._lengths
+    return sequence
