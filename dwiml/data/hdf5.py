@@ -319,18 +319,23 @@ def open_any_hdf5(path: str | Path) -> h5py.File:
 
 def open_hdf5(path: str | Path) -> h5py.File:
     """Open a dwiml HDF5 for reading; a clear error when it is missing, not a dwiml file, or lacks an attribute,
-    subject, group or dataset of the layout (see :func:`check_layout`)."""
+    subject, group or dataset of the layout (see :func:`check_layout`; once per version of the file)."""
     h5 = open_any_hdf5(path)
     try:
         if h5.attrs.get("format") != FORMAT:
             raise DwimlError(f"{path} is not a dwiml HDF5 file (no format='{FORMAT}' attribute)")
-        check_layout(h5, path)
+        stat = Path(path).stat()
+        version = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        if version not in _CHECKED:
+            check_layout(h5, path)
+            _CHECKED.add(version)
     except BaseException:
         h5.close()
         raise
     return h5
 
 
+_CHECKED: set[tuple[str, int, int]] = set()  # the files (path, modification time, size) whose layout passed
 ROOT_ATTRS = ("format_version", "groups_config", *(f"{subset}_subjects" for subset in SUBSETS))
 GROUP_LAYOUT = {  # per group type: attributes, and datasets with their number of dimensions
     "volume": (("affine", "voxel_sizes", "nb_features"), {"data": 4}),
@@ -364,47 +369,51 @@ def check_layout(h5: h5py.File, path: str | Path) -> None:
     groups: dict[str, str] = {}
     features: dict[str, tuple[str, int]] = {}
     for subject in subjects:
-        if not isinstance(h5.get(subject), h5py.Group):
+        node = h5.get(subject)
+        if not isinstance(node, h5py.Group):
             raise DwimlError(f"{path}: subject '{subject}' is listed but has no group in the file")
-        node = h5[subject]
+        members = {name: node[name] for name in node}
         if not groups:
-            groups = {name: str(node[name].attrs.get("type")) for name in node}
-        if set(node) != set(groups):
-            raise DwimlError(f"{path}: subject '{subject}' has groups {sorted(node)}, subject '{subjects[0]}' "
+            groups = {name: str(member.attrs.get("type")) for name, member in members.items()}
+        if members.keys() != groups.keys():
+            raise DwimlError(f"{path}: subject '{subject}' has groups {sorted(members)}, subject '{subjects[0]}' "
                              f"has {sorted(groups)}")
         for name, kind in groups.items():
-            _check_group_layout(node[name], kind, f"{path}: subject '{subject}', group '{name}'")
-            if kind == "volume":
-                nb = int(node[name].attrs["nb_features"])
-                first, first_nb = features.setdefault(name, (subject, nb))
-                if nb != first_nb:
-                    raise DwimlError(f"{path}: group '{name}' has {nb} features in subject '{subject}' but "
-                                     f"{first_nb} in subject '{first}'")
+            nb = _check_group_layout(members[name], kind, f"{path}: subject '{subject}', group '{name}'")
+            first, first_nb = features.setdefault(name, (subject, nb))
+            if nb != first_nb:
+                raise DwimlError(f"{path}: group '{name}' has {nb} features in subject '{subject}' but "
+                                 f"{first_nb} in subject '{first}'")
 
 
-def _check_group_layout(node: h5py.Group, kind: str, where: str) -> None:
-    if not isinstance(node, h5py.Group) or node.attrs.get("type") != kind or kind not in GROUP_LAYOUT:
+def _check_group_layout(node: h5py.Group | h5py.Dataset, kind: str, where: str) -> int | None:
+    """Check one group (each attribute and dataset looked up once); return a volume's feature count."""
+    attrs = set(node.attrs) if isinstance(node, h5py.Group) else set()  # names: reading values costs more
+    kind_found = node.attrs["type"] if "type" in attrs else None
+    if kind_found != kind or kind not in GROUP_LAYOUT:
         expected = f"{kind!r} as in the first subject" if kind in GROUP_LAYOUT else "'volume' or 'streamlines'"
-        raise DwimlError(f"{where}: type attribute {node.attrs.get('type')!r}, expected {expected}")
-    attrs, datasets = GROUP_LAYOUT[kind]
-    connectivity = node.attrs.get("connectivity_type")  # see dwiml.data.connectivity
-    if connectivity is not None:
+        raise DwimlError(f"{where}: type attribute {kind_found!r}, expected {expected}")
+    names, datasets = GROUP_LAYOUT[kind]
+    if "connectivity_type" in attrs:  # see dwiml.data.connectivity
+        connectivity = node.attrs["connectivity_type"]
         datasets = {**datasets, "connectivity_matrix": 2}
         if connectivity == "blocs":
-            attrs = (*attrs, "connectivity_nb_blocs")
+            names = (*names, "connectivity_nb_blocs")
         else:
             datasets["connectivity_labels"] = 3
-    missing = [key for key in attrs if key not in node.attrs]
-    missing += [key for key, ndim in datasets.items()
-                if not isinstance(node.get(key), h5py.Dataset) or node[key].ndim != ndim]
+    shapes = {key: dataset.shape for key in datasets if isinstance(dataset := node.get(key), h5py.Dataset)}
+    missing = [key for key in names if key not in attrs]
+    missing += [key for key, ndim in datasets.items() if len(shapes.get(key, ())) != ndim]
     if missing:
         raise DwimlError(f"{where}: missing or malformed attribute(s) or dataset(s) {missing}")
-    if kind == "volume" and node["data"].shape[-1] != int(node.attrs["nb_features"]):
-        raise DwimlError(f"{where}: data has {node['data'].shape[-1]} features, attribute nb_features says "
-                         f"{int(node.attrs['nb_features'])}")
-    if kind == "streamlines" and (len({len(node[key]) for key in ("offsets", "lengths", "lengths_mm")}) != 1
-                                  or node["points"].shape[1] != 3):
-        raise DwimlError(f"{where}: points is not (N, 3), or offsets, lengths and lengths_mm differ in length")
+    if kind == "streamlines":
+        if len({shapes[key][0] for key in ("offsets", "lengths", "lengths_mm")}) != 1 or shapes["points"][1] != 3:
+            raise DwimlError(f"{where}: points is not (N, 3), or offsets, lengths and lengths_mm differ in length")
+        return None
+    nb_features = int(node.attrs["nb_features"])
+    if shapes["data"][-1] != nb_features:
+        raise DwimlError(f"{where}: data has {shapes['data'][-1]} features, attribute nb_features says {nb_features}")
+    return nb_features
 
 
 def subject_lists(h5: h5py.File) -> dict[str, list[str]]:
