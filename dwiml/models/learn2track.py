@@ -127,8 +127,8 @@ def lstm_step(x: Tensor, h: Tensor, c: Tensor, rnn: nn.LSTM) -> tuple[Tensor, Te
     w_ih, w_hh, b_ih, b_hh = weights
     weight, bias = _sigmoid_gates(torch.cat([w_ih, w_hh], dim=1)), _sigmoid_gates(b_ih + b_hh)
     i, f, o, g = torch.addmm(bias, torch.cat([x, h], dim=1), weight.T).sigmoid_().chunk(4, dim=1)
-    c = torch.addcmul(f * c - i, i, g, value=2)  # f c + i tanh(g), g being sigmoid(2 g)
-    return torch.addcmul(-o, o, torch.sigmoid(2 * c), value=2), c  # o tanh(c)
+    c = torch.mul(f, c).addcmul_(i, g, value=2).sub_(i)  # f c + i tanh(g), g being sigmoid(2 g)
+    return torch.mul(c, 2).sigmoid_().mul(2).sub_(1).mul_(o), c  # o tanh(c) (in place where autograd allows)
 
 
 def _sigmoid_gates(rows: Tensor) -> Tensor:

@@ -281,7 +281,7 @@ class Tracker:
             why[active[~going]] = reasons[~going]
             active, points, previous, lengths_mm = active[going], new_points[going], step[going], new_lengths[going]
             state = select_streamlines(state, going)  # copies the state (a Transformer's whole cache)
-        return path, nb, tried, why
+        return path[:int(nb.max())], nb, tried, why  # no rows past the longest streamline
 
     def _directions(self, outputs: Tensor) -> Tensor:
         head = self.model.head
@@ -304,12 +304,10 @@ def _pack(path: Tensor, nb: Tensor) -> Tensor:
 
 
 def _reverse_padded(path: Tensor, nb: Tensor) -> Tensor:
-    """Each streamline reversed and right-aligned: its last row is its first point."""
-    total = len(path)
-    rows = torch.arange(total, device=path.device)[:, None]
-    source = total - 1 - rows
-    source = torch.where(source < nb, source, 0)
-    return path.gather(0, source[..., None].expand(total, len(nb), 3))
+    """Each streamline reversed and right-aligned: its last row is its first point (the rows before
+    its start hold that point too)."""
+    valid = torch.arange(len(path), device=path.device)[:, None] >= len(path) - nb
+    return torch.where(valid[..., None], path.flip(0), path[0])
 
 
 def _join(reversed_half: Tensor, nb_first: Tensor, second: Tensor, nb_second: Tensor) -> tuple[Tensor, Tensor]:
