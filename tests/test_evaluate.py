@@ -42,6 +42,7 @@ def test_the_selection_step_is_given_a_dataset_without_the_testing_subjects(cach
 
 def test_bad_input_is_refused_in_one_line(cache_dir, tmp_path, capsys):
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("{}")  # an empty folder would be filled
     with pytest.raises(SystemExit) as e:
         evaluate_main(["--experiment", "phantom_tracking", "--out-dir", str(tmp_path / "out")])
     assert "exists (-f to replace it)" in str(e.value) and "\n" not in str(e.value)

@@ -1,13 +1,12 @@
 """``dwiml-connectivity TRACTOGRAM OUT.npy --labels LABELS | --nb-blocs N``: a connectivity matrix of streamline counts."""
 from __future__ import annotations
 
-import argparse
-
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-connectivity",
         description="Count the streamlines of a tractogram between regions, as dwiml defines them for its "
                     "connectivity references (dwiml/data/connectivity.py): the region of each end point is the "
                     "label of the voxel holding it (label l is row l-1, label 0 no region), or its bloc when "
@@ -20,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     regions.add_argument("--nb-blocs", type=int, nargs="+", metavar="N", help="blocs per axis: one number or three")
     parser.add_argument("--reference", help="image of the tractogram's grid [the label volume; needed with --nb-blocs]")
     parser.add_argument("--binary", action="store_true", help="write 1 where two regions are connected, else 0")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not args.out.endswith(".npy"):
             raise DwimlError(f"{args.out}: the matrix is written to a .npy file")
+        check_output(args.out, args.overwrite)
         shape, labels, nb_blocs, reference = load_regions(args.labels, args.nb_blocs, args.reference)
         streamlines = load_streamlines(args.tractogram, reference)
         first = streamlines.offsets

@@ -1,16 +1,16 @@
 """``dwiml-create-hdf5``: build a dwiml HDF5 from per-subject volumes and tractograms."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from dwiml.atomic import stopped_by_signals
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a dwiml HDF5 file from per-subject NIfTI volumes and "
-                                                 "tractograms (.trk, .tck, .trx), as described by a groups config.")
+    parser = Parser("dwiml-create-hdf5",
+                    description="Build a dwiml HDF5 file from per-subject NIfTI volumes and "
+                                "tractograms (.trk, .tck, .trx), as described by a groups config.")
     parser.add_argument("subjects_dir", help="folder holding one sub-folder per subject")
     parser.add_argument("groups_config", help="groups config (YAML or JSON)")
     parser.add_argument("out", help="HDF5 file to write")
@@ -23,9 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=1, help="worker processes reading subjects [%(default)s]")
     parser.add_argument("--save-intermediate", metavar="DIR",
                         help="also write each subject's groups to DIR/<subject>/<group>.nii.gz or .trk")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
+        check_output(args.out, args.overwrite)
+        if args.save_intermediate is not None:
+            check_output(args.save_intermediate, args.overwrite, folder=True)
         from dwiml.data.hdf5 import create_hdf5, load_groups_config, open_hdf5, read_subject_list, subject_lists
 
         lists = [read_subject_list(f) if f else [] for f in

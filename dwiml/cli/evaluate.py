@@ -1,16 +1,16 @@
 """``dwiml-evaluate --experiment NAME --phantom-seeds 1 2 3 --out-dir DIR``: a preset against dipy, over phantom draws."""
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 from dwiml.errors import DwimlError
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-evaluate",
         description="For each phantom draw: train the experiment preset on the draw's training and validation "
                     "subjects (the epoch chosen by its trainer.monitor), then track its testing subjects once with "
                     "the model and with dipy's deterministic and probabilistic CSD tracking (same seeds, mask, "
@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2, 3],
                         help="one phantom draw per seed [%(default)s]")
     parser.add_argument("--out-dir", required=True, help="folder to create for runs, tractograms and results")
-    parser.add_argument("-f", "--overwrite", action="store_true", help="replace an existing --out-dir")
     parser.add_argument("--cache-dir", default=None,
                         help="where the draws are generated once [$DWIML_CACHE_DIR or ~/.cache/dwiml]")
     parser.add_argument("--seeding", choices=("wm_mask", "endpoints"), default="wm_mask",
@@ -37,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="dwiml's tracking keeps the streamlines whose two ends both have at least this "
                              "end-of-streamline probability (dwiml.tracking.filtering)")
     parser.add_argument("--device", default="cpu", help="[%(default)s]")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.atomic import atomic_folder
         from dwiml.evaluation.draws import Evaluation, Protocol, evaluate, save_results, summary
 
-        out_dir = Path(args.out_dir)
-        if out_dir.exists() and not args.overwrite:
-            raise DwimlError(f"{out_dir} exists (-f to replace it)")
+        out_dir = check_output(args.out_dir, args.overwrite, folder=True)
         if args.seeds_per_voxel < 1:
             raise DwimlError(f"--seeds-per-voxel must be >= 1, got {args.seeds_per_voxel}")
         protocol = Protocol(seeding=args.seeding, seeds_per_voxel=args.seeds_per_voxel,

@@ -1,13 +1,11 @@
 """``dwiml-hdf5-extract FILE SUBJECT GROUP OUT``: write a group of a dwiml HDF5 to NIfTI or a tractogram (or .npy)."""
 from __future__ import annotations
 
-import argparse
-
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
+    parser = Parser("dwiml-hdf5-extract", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("hdf5", help="dwiml HDF5 file")
     parser.add_argument("subject", help="subject name")
     parser.add_argument("group", help="group name")
@@ -16,9 +14,11 @@ def main(argv: list[str] | None = None) -> None:
                                     "with --connectivity: .npy")
     parser.add_argument("--connectivity", action="store_true",
                         help="write the streamline group's stored connectivity matrix instead")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
+        check_output(args.out, args.overwrite)
         from dwiml.data.hdf5_tools import extract, extract_connectivity
 
         write = extract_connectivity if args.connectivity else extract

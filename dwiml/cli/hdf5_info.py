@@ -1,13 +1,11 @@
 """``dwiml-hdf5-info FILE``: print the sets, subjects, groups, datasets and attributes of a dwiml HDF5."""
 from __future__ import annotations
 
-import argparse
-
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split(":", 1)[1].strip())
+    parser = Parser("dwiml-hdf5-info", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("hdf5", help="dwiml HDF5 file")
     args = parser.parse_args(argv)
 

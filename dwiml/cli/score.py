@@ -1,13 +1,12 @@
 """``dwiml-score CANDIDATE ... (--ground-truth BUNDLE ... --labels LABELS | --bundle-config JSON)``: Tractometer scores."""
 from __future__ import annotations
 
-import argparse
-
-from dwiml.cli.common import run_command
+from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-score",
         description="Score tractograms against ground-truth bundles whose ends lie in labelled regions: "
                     "valid/invalid/no-connection streamlines, valid/invalid bundles, overlap, overreach, F1 "
                     "and connectivity; or, with --bundle-config, by the ROI-based reference protocol of the "
@@ -28,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="grow the head and tail ROIs by N voxel passes [%(default)s]")
     parser.add_argument("--reference", help="reference image of the tractograms [the label volume, or the first ROI]")
     parser.add_argument("--out-json", help="also write the scores to this JSON file")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                          and not all(endpoint_regions)):
             raise DwimlError("give either --ground-truth and --labels (endpoint regions), or --bundle-config "
                              "(the ROI-based protocol)")
+        if args.out_json:
+            check_output(args.out_json, args.overwrite)
         if args.bundle_config:
             results = score_files_rois(args.candidates, args.bundle_config, args.reference, args.dilate_endpoints)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from dwiml.cli.common import add_model_weights_arguments, run_command
+from dwiml.cli.common import Parser, add_model_weights_arguments, add_overwrite, check_output, run_command
 
 
 def number_or(word: str, kind: type) -> Callable[[str], float | int | str]:
@@ -21,7 +21,8 @@ def number_or(word: str, kind: type) -> Callable[[str], float | int | str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-track",
         description="Track one subject with a trained model. The subject comes from a dwiml HDF5 (--hdf5, "
                     "--subject) or from NIfTI files (--input). Streamlines are saved with their seed "
                     "(data_per_streamline 'seeds', voxel space).")
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     rules.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... [%(default)s]")
     rules.add_argument("--no-progress", action="store_true",
                        help="no progress bar (seeds done, streamlines kept; never shown when stderr is no terminal)")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                              "or --input FILE")
         if args.input is None and (args.sh_basis is not None or args.sh_order is not None):
             raise DwimlError("--sh-basis/--sh-order describe an --input file (an HDF5 group declares its own)")
+        check_output(args.out, args.overwrite)
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
         tissue_rule = "act" if args.act else "cmc" if args.cmc else None
         maps = {**dict(zip(("include", "exclude"), args.act or args.cmc or ())),

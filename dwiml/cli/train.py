@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dwiml import run_folder
+from dwiml import __version__, run_folder
 from dwiml.config.schema import register_configs
 from dwiml.errors import DwimlError
 from dwiml.training import distributed
@@ -41,7 +41,11 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Run the app. Under torchrun, every rank names the run folder from rank 0's clock, and only
-    rank 0 writes Hydra's files and the text log (see :mod:`dwiml.run_folder`)."""
+    rank 0 writes Hydra's files and the text log (see :mod:`dwiml.run_folder`). ``--version`` prints
+    dwiml's version (not Hydra's)."""
+    if "--version" in sys.argv[1:]:
+        print(f"dwiml-train {__version__}")
+        return
     distributed.init_from_environment()
     run_folder.start_run(distributed.shared_time(), writer=distributed.is_main())
     try:

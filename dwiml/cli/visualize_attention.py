@@ -1,14 +1,14 @@
 """``dwiml-visualize-attention MODEL OUT --subject NAME``: a Transformer's attention on reference streamlines."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dwiml.cli.common import add_model_weights_arguments, run_command
+from dwiml.cli.common import Parser, add_model_weights_arguments, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-visualize-attention",
         description="Write a Transformer's attention weights on a subject's first reference streamlines (resampled "
                     "as in training): one PNG of weight matrices per streamline (a row per attention, a column per "
                     "head) and a tractogram with the attention each point receives (data_per_point, one key per "
@@ -21,9 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", help="folder of the PNGs [OUT without its extension]")
     add_model_weights_arguments(parser)
     parser.add_argument("--device", default="cpu")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
+        from dwiml.atomic import atomic_folder
         from dwiml.data.dataset import MultiSubjectDataset
         from dwiml.errors import DwimlError
         from dwiml.evaluation.attention import save_attention_images, save_attention_tractogram, streamline_attention
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
         if args.nb_streamlines < 1:
             raise DwimlError(f"--nb-streamlines must be >= 1, got {args.nb_streamlines}")
+        out = check_output(args.out, args.overwrite)
+        folder = check_output(args.images or out.with_suffix(""), args.overwrite, folder=True)
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
         hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
         if hdf5 is None:
@@ -41,10 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         dataset = MultiSubjectDataset(hdf5, lazy=True)
         attention = streamline_attention(model, spec, dataset, args.subject, args.nb_streamlines, args.allow_mismatch)
         reference = subject_reference(dataset, args.subject, spec.input_group)
-        out = save_attention_tractogram(attention, reference, args.out)
-        images = save_attention_images(attention, args.images or Path(args.out).with_suffix(""))
+        save_attention_tractogram(attention, reference, out)
+        with atomic_folder(folder) as tmp:  # a folder replaced (-f) holds only this run's images
+            images = save_attention_images(attention, tmp)
         print(f"{len(attention.streamlines)} streamlines, {len(attention.matrices)} attentions -> {out}; "
-              f"{len(images)} images -> {images[0].parent}")
+              f"{len(images)} images -> {folder}")
 
     run_command("dwiml-visualize-attention", body)
 

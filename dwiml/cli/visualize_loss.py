@@ -2,14 +2,14 @@
 streamlines, coloured for viewers, with the best and worst of them and a histogram."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from dwiml.cli.common import add_model_weights_arguments, run_command
+from dwiml.cli.common import Parser, add_model_weights_arguments, add_overwrite, check_output, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        "dwiml-visualize-loss",
         description="Write a subject's reference streamlines (or --tractogram's) with the trained model's loss at "
                     "each point (data_per_point 'loss'; NaN where no loss is defined) and a colour per point "
                     "(data_per_point 'color', RGB 0-255, grey without a loss), optionally the best and worst of "
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--histogram", help="histogram PNG, log scale, percentiles marked [OUT with .png]")
     parser.add_argument("--batch-size", type=int, default=1000, help="streamlines per model call [%(default)s]")
     parser.add_argument("--device", default="cpu")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> None:
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
         if args.select_pct is not None and not 0 < args.select_pct <= 100:
             raise DwimlError(f"--select-pct {args.select_pct:g}: must be in (0, 100]")
+        selected = {} if args.select_pct is None else {
+            name: out.with_name(f"{out.stem}_{name}{out.suffix}") for name in ("best", "worst")}
+        histogram = Path(args.histogram or out.with_suffix(".png"))
+        for path in (out, *selected.values(), histogram):
+            check_output(path, args.overwrite)
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)
         hdf5 = args.hdf5 or (run.hdf5_path() if run is not None else None)
         if hdf5 is None:
@@ -59,12 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(streamlines)} streamlines -> {out} (data_per_point 'loss', and 'color': {args.colormap} "
               f"from {low:.4g} to {high:.4g})")
         if args.select_pct is not None:
-            for name, chosen in zip(("best", "worst"), best_and_worst(losses, args.select_pct)):
-                path = out.with_name(f"{out.stem}_{name}{out.suffix}")
+            for (name, path), chosen in zip(selected.items(), best_and_worst(losses, args.select_pct)):
                 save_loss_tractogram(*([items[i] for i in chosen] for items in (streamlines, losses, colors)),
                                      reference, path)
                 print(f"{name} {args.select_pct:g} % ({len(chosen)} streamlines by mean loss) -> {path}")
-        print(f"histogram -> {save_histogram(losses, args.histogram or out.with_suffix('.png'), args.subject)}")
+        print(f"histogram -> {save_histogram(losses, histogram, args.subject)}")
 
     run_command("dwiml-visualize-loss", body)
 

@@ -376,21 +376,22 @@ def write_splits(out_dir: Path, subjects: list[str], nb_validation: int, nb_test
 
 
 def make_phantom(out_dir: str | Path, nb_subjects: int = 5, seed: int = 1234, nb_validation: int = 1,
-                 nb_testing: int = 1) -> list[str]:
+                 nb_testing: int = 1, overwrite: bool = False) -> list[str]:
     """Write nb_subjects phantom subjects into out_dir; return their names (sub-00, sub-01, ...).
 
     Everything is built in a sibling temporary folder and moved into place at the
-    end, so an interrupted run never leaves a partial phantom.
+    end, so an interrupted run never leaves a partial phantom; with ``overwrite``, it replaces an existing
+    ``out_dir`` only then.
     """
     if nb_validation < 1 or nb_testing < 1 or nb_subjects < nb_validation + nb_testing + 1:
         raise ValueError(f"need >= 1 validation and testing subject and >= 1 training subject, got "
                          f"nb_subjects={nb_subjects}, nb_validation={nb_validation}, nb_testing={nb_testing}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if not overwrite and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"out_dir {out_dir} already exists and is not empty")
     subjects = [f"sub-{i:02d}" for i in range(nb_subjects)]
     gtab = phantom_gtab()
-    with atomic_folder(out_dir, replace=False) as tmp_dir:
+    with atomic_folder(out_dir, replace=overwrite) as tmp_dir:
         draws = {subject: write_subject(tmp_dir / subject, gtab, np.random.default_rng([seed, index]))
                  for index, subject in enumerate(subjects)}
         write_splits(tmp_dir, subjects, nb_validation, nb_testing)
