@@ -325,7 +325,7 @@ def test_cli_from_nifti_files_and_bad_input(run_dir, phantom, tmp_path, capsys):
     track_cli.main([str(run_dir / "best_model"), str(out), "--hdf5", str(phantom[0]), "--subject", name,
                     "--input-group", "input", "--nb-seeds", "20", "--min-length-mm", "0", *common])
     from_hdf5 = load_tractogram(str(out), "same")
-    track_cli.main([str(run_dir), str(out), "--input", str(folder / "sh.nii.gz"), "--nb-seeds", "20",
+    track_cli.main([str(run_dir), str(out), "-f", "--input", str(folder / "sh.nii.gz"), "--nb-seeds", "20",
                     "--min-length-mm", "0", *common])
     from_files = load_tractogram(str(out), "same")
     assert len(from_files) == 20  # every seed gives a streamline (no minimum length)
