@@ -14,6 +14,6 @@ phantom the first time and 17 s train; see README, Phantom result).
 HELP
   exit 0
 fi
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-.venv/bin/python train.py "$@"
+root="$(cd -P "$(dirname "$0")/.." && pwd)"   # the run folder goes under the current folder's outputs/
+bash "$root/scripts/setup.sh"
+"$root/.venv/bin/python" "$root/train.py" "$@"
