@@ -1,4 +1,7 @@
 """Dataset, sampler and loader on a real HDF5 built from real NIfTI/TRK files."""
+import pickle
+from multiprocessing.reduction import ForkingPickler
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +40,23 @@ def test_lazy_and_in_memory_give_the_same_batches(hdf5_path, num_workers):
     in_memory = MultiSubjectDataset(hdf5_path, lazy=False).training
     lazy = MultiSubjectDataset(hdf5_path, lazy=True).training
     np.testing.assert_array_equal(in_memory.volume(1, "input"), lazy.volume(1, "input"))
+
+
+def test_batches_go_by_value_from_workers(hdf5_path):
+    """Pickled as DataLoader workers pickle it, a batch holds numpy arrays, no shared-memory tensor; it
+    comes back equal (dtypes, and points that are also the target points, kept), and 2 workers give
+    the batches of the main process."""
+    subset = MultiSubjectDataset(hdf5_path).training
+    sampler = BatchSampler(subset, "streamlines", batch_size=7, nb_subjects_per_batch=2, seed=5)
+    loader = BatchLoader(subset, "streamlines", step_size_mm=0.8)  # no noise: the points are the targets
+    batch = loader[next(iter(sampler))]
+    sent = bytes(ForkingPickler.dumps(batch))
+    assert b"rebuild_storage" not in sent and b"numpy" in sent
+    copy = pickle.loads(sent)
+    _same([batch], [copy])
+    assert copy.target_points is copy.points and copy.subset == batch.subset
+    assert [t.dtype for t in (copy.points, copy.lengths, copy.subjects)] == [torch.float32, torch.int64, torch.int64]
+    _same(_all_batches(loader, sampler), _all_batches(loader, sampler, num_workers=2))
 
 
 def test_streamlines_read_in_requested_order(hdf5_path):

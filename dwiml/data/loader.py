@@ -47,6 +47,23 @@ class Batch:
         return Batch(**{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
                         for k, v in moved.items()})
 
+    def __reduce__(self):
+        """Pickled by value, as numpy arrays (a batch on the CPU): a DataLoader worker sends it through
+        its pipe in one message, where each tensor would be a shared-memory file handed over on the
+        main process's request (one round trip to the worker per tensor). A tensor given twice
+        (points that are also the target points) stays one."""
+        arrays: dict[int, np.ndarray] = {}
+        values = (getattr(self, f.name) for f in fields(self))
+        return _batch_from_arrays, tuple(arrays.setdefault(id(v), v.numpy()) if isinstance(v, Tensor) else v
+                                         for v in values)
+
+
+def _batch_from_arrays(*values) -> Batch:
+    """The :class:`Batch` of :meth:`Batch.__reduce__`'s values (the arrays' memory, not a copy)."""
+    tensors: dict[int, Tensor] = {}
+    return Batch(*(tensors.setdefault(id(v), torch.from_numpy(v)) if isinstance(v, np.ndarray) else v
+                   for v in values))
+
 
 class BatchLoader(torch.utils.data.Dataset):
     """Turns a :class:`BatchSpec` into a :class:`Batch`.
