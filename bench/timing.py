@@ -53,17 +53,19 @@ def finish(args: argparse.Namespace, threads: int) -> None:
     check_load(threads, args.max_load, "end")
 
 
-def median_seconds_each(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median time of each candidate, the candidates taking turns (fair on a shared machine)."""
+def median_seconds_each(candidates: dict[str, Callable[[], object]], repeats: int,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median time of each candidate, the candidates taking turns (fair on a shared machine); ``clock``:
+    wall time, or e.g. ``time.process_time`` (the process's CPU time, blind to others on the cores)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
-            begin = time.perf_counter()
+            begin = clock()
             fn()
-            times[name].append(time.perf_counter() - begin)
+            times[name].append(clock() - begin)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """Median time of one callable."""
-    return median_seconds_each({"fn": fn}, repeats)["fn"]
+    return median_seconds_each({"fn": fn}, repeats, clock)["fn"]
