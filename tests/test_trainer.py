@@ -166,8 +166,10 @@ def test_plateau_schedule_and_monitor_in_max_mode(cache_dir, tmp_path):
 
 
 def test_accumulation_ema_and_precision(cache_dir, tmp_path):
-    run_training(cache_dir, tmp_path, [*TINY, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=3",
-                                       "trainer.ema_decay=0.5", "trainer.precision=bf16"])
+    # a GRU: CPU autocast runs it on every CPU, where an LSTM needs oneDNN's bfloat16 (next test)
+    run_training(cache_dir, tmp_path, [*TINY, "model.rnn_type=gru", "trainer.max_epochs=1",
+                                       "trainer.accumulate_grad_batches=3", "trainer.ema_decay=0.5",
+                                       "trainer.precision=bf16"])
     rows = batch_rows(tmp_path)
     assert [r["grad_norm"] != "nan" for r in rows] == [False, False, True, True]  # steps after 3 and at the end
     saved = state(tmp_path)
@@ -176,6 +178,24 @@ def test_accumulation_ema_and_precision(cache_dir, tmp_path):
     assert all(torch.equal(best[k], ema[k]) for k in best)  # the best model holds the EMA weights
     assert not all(torch.equal(best[k], saved["model"][k]) for k in best)
     assert math.isfinite(float(metrics(tmp_path)[0]["valid_loss"]))
+
+
+def test_an_lstm_in_bf16_trains_or_is_refused_by_name_before_any_batch(cache_dir, tmp_path):
+    probe = torch.nn.LSTM(1, 1)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            probe(torch.zeros(1, 1, 1))
+        supported = True
+    except RuntimeError:
+        supported = False
+    overrides = [*TINY, "trainer.max_epochs=1", "trainer.precision=bf16"]
+    if supported:
+        run_training(cache_dir, tmp_path, overrides)
+        assert math.isfinite(float(metrics(tmp_path)[0]["valid_loss"]))
+    else:
+        with pytest.raises(DwimlError, match="trainer.precision=bf16: this CPU cannot run an LSTM"):
+            run_training(cache_dir, tmp_path, overrides)
+        assert not (tmp_path / "batch_metrics.csv").exists()
 
 
 @pytest.mark.slow

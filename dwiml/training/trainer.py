@@ -72,6 +72,22 @@ RESUMABLE_EXIT = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again w
 log = logging.getLogger(__name__)
 
 
+def _check_autocast(model: nn.Module, device: torch.device, precision: str) -> None:
+    """Refuse by name a precision that this device cannot run for the model's recurrent layers: on a CPU
+    without bfloat16/float16 support in oneDNN (e.g. AVX2 only), an LSTM under autocast fails at its
+    first batch."""
+    lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
+    if PRECISIONS[precision] is None or device.type != "cpu" or not lstms:
+        return
+    probe = nn.LSTM(1, 1)
+    try:
+        with torch.autocast("cpu", dtype=PRECISIONS[precision]):
+            probe(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        raise DwimlError(f"trainer.precision={precision}: this CPU cannot run an LSTM in {precision} "
+                         "(no oneDNN support); use trainer.precision=32 or a GPU") from None
+
+
 class BatchRecord(NamedTuple):
     """What one rank knows after a training batch, gathered from every rank in one collective (as
     float64 values: the stop and checkpoint requests are 0 or 1, the grad norms NaN between optimizer steps)."""
@@ -125,6 +141,7 @@ class Trainer:
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                     if ema_decay else None)
         self.autocast_dtype = PRECISIONS[precision]
+        _check_autocast(self.model, self.device, precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.step, self.train_loader, self.valid_loader = step, train_loader, valid_loader
         self.run_dir = Path(run_dir)
