@@ -6,6 +6,7 @@ variant that only changes tracking reuses the recipe's selected models. Writes e
 ``results.json`` / ``summary.md`` under ``--out-dir`` and prints one table (mean +- sd over draws).
 Usage:
     python bench/phantom_ablation.py [--out-dir phantom_ablation] [--phantom-seeds 1 2 3] [-f]
+        [--score-subset validation]   (tuning: score the validation subjects, read no testing data)
 Like every bench it prints the machine load and refuses to start on a loaded machine (training times
 mean nothing there; the scores do not depend on it).
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from dwiml.atomic import atomic_folder
 from dwiml.errors import DwimlError
-from dwiml.evaluation.draws import Evaluation, Protocol, cell, evaluate, per_draw, save_results, summary
+from dwiml.evaluation.draws import (SCORE_SUBSETS, Evaluation, Protocol, cell, evaluate, per_draw, save_results,
+                                   summary)
 from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 EXPERIMENT = "phantom_tracking"
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
     parser.add_argument("-f", "--overwrite", action="store_true")
+    parser.add_argument("--score-subset", choices=SCORE_SUBSETS, default="testing")
     add_machine_options(parser)
     args = parser.parse_args()
     threads = begin(args)
@@ -62,7 +65,7 @@ def main() -> None:
         for name, (overrides, protocol) in VARIANTS.items():
             folder = out / name.split(" (")[0].replace(" ", "_").replace(",", "")
             evaluation = Evaluation(EXPERIMENT, args.phantom_seeds, overrides, protocol,
-                                    str(Path(args.cache_dir).expanduser()))
+                                    str(Path(args.cache_dir).expanduser()), score_subset=args.score_subset)
             reuse = None if overrides or name == "recipe" else {
                 s: out / "recipe" / f"draw-{s}" / "run" / "best_model" for s in args.phantom_seeds}
             with atomic_folder(folder) as tmp:

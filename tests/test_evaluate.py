@@ -7,12 +7,14 @@ import json
 import h5py
 import pytest
 
+from dwiml.cli import evaluate as evaluate_cli
 from dwiml.cli.evaluate import main as evaluate_main
 from dwiml.config.build import build
 from dwiml.data.builtin import phantom_selection_hdf5
 from dwiml.data.hdf5 import read_subject_list, subject_lists
 from dwiml.data.phantom import BUNDLE_DESIGNS
-from dwiml.evaluation.draws import METHODS, SUMMARY, Evaluation, prepare_draw
+from dwiml.errors import DwimlError
+from dwiml.evaluation.draws import METHODS, SCORE_SUBSETS, SUMMARY, Evaluation, prepare_draw
 from dwiml.run_folder import RunFolder
 
 TINY = ["dataset.nb_subjects=3", "trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3",
@@ -33,11 +35,26 @@ def test_the_selection_hdf5_holds_no_testing_subject(cache_dir):
 def test_the_selection_step_is_given_a_dataset_without_the_testing_subjects(cache_dir):
     draw = prepare_draw(Evaluation("phantom_tracking", [1234], TINY, cache_dir=str(cache_dir)), 1234)
     dataset = build(draw.selection_config.dataset)
-    assert draw.testing and len(dataset.testing) == 0
-    assert not set(draw.testing) & set(dataset.training.subjects + dataset.validation.subjects)
+    assert draw.scored and len(dataset.testing) == 0
+    assert not set(draw.scored) & set(dataset.training.subjects + dataset.validation.subjects)
     with h5py.File(dataset.hdf5_path, "r") as h5:
-        assert not set(draw.testing) & set(h5)
+        assert not set(draw.scored) & set(h5)
     assert draw.hdf5 != dataset.hdf5_path  # the testing subjects are read from the draw's full HDF5 only
+
+
+def test_tuning_scores_the_validation_subjects_from_the_selection_hdf5(cache_dir):
+    draw = prepare_draw(Evaluation("phantom_tracking", [1234], TINY, cache_dir=str(cache_dir),
+                                   score_subset="validation"), 1234)
+    (folder,) = cache_dir.glob("phantom-v3-n3-s1234")
+    testing = read_subject_list(folder / "subjects" / "testing_subjects.txt")
+    assert draw.scored == read_subject_list(folder / "subjects" / "validation_subjects.txt")
+    assert draw.hdf5 == folder / "selection.hdf5"  # where the scored subjects are read: no testing subject
+    with h5py.File(draw.hdf5, "r") as h5:
+        assert set(draw.scored) <= set(h5) and not set(testing) & set(h5)
+    with pytest.raises(DwimlError, match="score_subset must be one of testing, validation, got 'training'"):
+        prepare_draw(Evaluation("phantom_tracking", [1234], TINY, cache_dir=str(cache_dir),
+                                score_subset="training"), 1234)
+    assert evaluate_cli.SCORE_SUBSETS == SCORE_SUBSETS
 
 
 def test_bad_input_is_refused_in_one_line(cache_dir, tmp_path, capsys):
@@ -75,3 +92,18 @@ def test_one_draw_end_to_end(cache_dir, tmp_path, capsys):
     with h5py.File(RunFolder(out / "draw-1234" / "run").hdf5_path(), "r") as h5:  # what selection trained on
         assert testing not in h5 and subject_lists(h5)["testing"] == []
     assert (out / "summary.md").read_text() in printed
+
+
+@pytest.mark.slow
+def test_one_draw_scored_on_its_validation_subject(cache_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    evaluate_main(["--experiment", "phantom_tracking", "--phantom-seeds", "1234", "--out-dir", str(out),
+                   "--cache-dir", str(cache_dir), "--seeding", "endpoints", "--seeds-per-voxel", "1",
+                   "--score-subset", "validation", *TINY])
+    assert "mean +- sd over 1 draws (validation subjects)" in capsys.readouterr().out
+    (folder,) = cache_dir.glob("phantom-v3-n3-s1234")
+    (validation,) = read_subject_list(folder / "subjects" / "validation_subjects.txt")
+    results = json.loads((out / "results.json").read_text())
+    assert results["evaluation"]["score_subset"] == "validation" and list(results["draws"]["1234"]) == [validation]
+    assert results["draws"]["1234"][validation]["dipy det"]["valid_pct"] > 20
+    assert sorted(p.name for p in (out / "draw-1234").iterdir()) == ["run", validation]

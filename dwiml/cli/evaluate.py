@@ -7,13 +7,15 @@ from pathlib import Path
 from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
 from dwiml.errors import DwimlError
 
+SCORE_SUBSETS = ("testing", "validation")  # dwiml.evaluation.draws.SCORE_SUBSETS (not imported: --help stays fast)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(
         "dwiml-evaluate",
         description="For each phantom draw: train the experiment preset on the draw's training and validation "
-                    "subjects (the epoch chosen by its trainer.monitor), then track its testing subjects once with "
-                    "the model and with dipy's deterministic and probabilistic CSD tracking (same seeds, mask, "
+                    "subjects (the epoch chosen by its trainer.monitor), then track its testing subjects once (or, "
+                    "for tuning, its validation subjects: --score-subset validation) with the model and with dipy's deterministic and probabilistic CSD tracking (same seeds, mask, "
                     "angle and lengths) and score them. Prints per-draw tables, mean +- sd and a per-bundle table.")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="training overrides on top of the preset")
     parser.add_argument("--experiment", required=True, help="an experiment preset (conf/experiment/NAME.yaml)")
@@ -22,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", required=True, help="folder to create for runs, tractograms and results")
     parser.add_argument("--cache-dir", default=None,
                         help="where the draws are generated once [$DWIML_CACHE_DIR or ~/.cache/dwiml]")
+    parser.add_argument("--score-subset", choices=SCORE_SUBSETS, default="testing",
+                        help="the subjects tracked and scored: testing (the final score, once) or validation "
+                             "(tune on these: no testing data is read) [%(default)s]")
     parser.add_argument("--seeding", choices=("wm_mask", "endpoints"), default="wm_mask",
                         help="seed in the whole WM mask or in the endpoint regions [%(default)s]")
     parser.add_argument("--seeds-per-voxel", type=int, default=2, help="[%(default)s]")
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                             eos_threshold=args.eos_threshold, min_end_eos=args.min_end_eos)
         cache_dir = args.cache_dir or os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml")
         evaluation = Evaluation(args.experiment, args.phantom_seeds, args.overrides, protocol,
-                                str(Path(cache_dir).expanduser()), args.device)
+                                str(Path(cache_dir).expanduser()), args.device, args.score_subset)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         with atomic_folder(out_dir) as tmp:
             results = evaluate(evaluation, tmp)

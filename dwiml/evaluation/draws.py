@@ -5,7 +5,9 @@ For each draw (a phantom seed: its own geometry, noise, training, validation and
 1. **selection**: the experiment preset trains on an HDF5 of the draw's training and validation
    subjects only (:func:`dwiml.data.builtin.phantom_selection_hdf5`); the trainer keeps the epoch its
    ``trainer.monitor`` prefers. This step is handed no testing subject.
-2. **testing**, once: each testing subject is tracked by the selected model and by dipy's
+2. **scoring**: each testing subject (once, at the end) or, for tuning, each validation subject
+   (``Evaluation.score_subset="validation"``, read from the selection HDF5: no testing data is
+   read at all) is tracked by the selected model and by dipy's
    deterministic and probabilistic CSD tracking (:mod:`dwiml.tracking.baseline`, on the subject's
    ``fodf`` group) from the same seeds, in the same tracking mask (``wm_mask``), with the same step,
    angle and length rules, and each tractogram is scored against the subject's ground-truth bundles
@@ -51,7 +53,7 @@ FODF = "fodf"
 
 @dataclass
 class Protocol:
-    """How the testing subjects are tracked, by every method alike."""
+    """How the scored subjects are tracked, by every method alike."""
 
     seeding: str = "wm_mask"  # wm_mask: seeds everywhere in the WM mask; endpoints: in the endpoint regions
     seeds_per_voxel: int = 2
@@ -74,22 +76,30 @@ class Evaluation:
     protocol: Protocol = field(default_factory=Protocol)
     cache_dir: str = "~/.cache/dwiml"
     device: str = "cpu"
+    score_subset: str = "testing"  # testing: the final score; validation: for tuning, no testing data read
+
+
+SCORE_SUBSETS = ("testing", "validation")
 
 
 @dataclass
 class Draw:
     """One phantom draw: the config that selects a model (its dataset holds no testing subject), and
-    the draw's full HDF5 with the names of its testing subjects."""
+    the HDF5 holding the subjects to score with their names (the draw's full HDF5 and its testing
+    subjects, or the selection HDF5 and its validation subjects)."""
 
     seed: int
     selection_config: DictConfig
     hdf5: Path
-    testing: list[str]
+    scored: list[str]
 
 
 def prepare_draw(evaluation: Evaluation, phantom_seed: int) -> Draw:
     """The preset's composed config for the draw of ``phantom_seed`` (generated once into the cache),
-    with the draw's selection HDF5 (training and validation subjects only) as its dataset."""
+    with the draw's selection HDF5 (training and validation subjects only) as its dataset, and the
+    subjects of ``evaluation.score_subset`` to score."""
+    if evaluation.score_subset not in SCORE_SUBSETS:
+        raise DwimlError(f"score_subset must be one of {', '.join(SCORE_SUBSETS)}, got {evaluation.score_subset!r}")
     register_configs()
     overrides = [f"experiment={evaluation.experiment}", f"dataset.cache_dir={evaluation.cache_dir}",
                  f"dataset.seed={phantom_seed}", "trainer.progress_bar=false", f"device={evaluation.device}",
@@ -110,7 +120,9 @@ def prepare_draw(evaluation: Evaluation, phantom_seed: int) -> Draw:
         cfg.dataset = OmegaConf.create({"_target_": "dwiml.data.dataset.MultiSubjectDataset",
                                         "hdf5_path": str(selection), "lazy": False,
                                         "cache_bytes": int(cfg.dataset.cache_bytes)})
-    return Draw(phantom_seed, cfg, hdf5, read_subject_list(hdf5.parent / "subjects" / "testing_subjects.txt"))
+    scored_hdf5 = hdf5 if evaluation.score_subset == "testing" else selection
+    scored = read_subject_list(hdf5.parent / "subjects" / f"{evaluation.score_subset}_subjects.txt")
+    return Draw(phantom_seed, cfg, scored_hdf5, scored)
 
 
 def select_model(cfg: DictConfig, run_dir: Path) -> Path:
@@ -124,9 +136,9 @@ def select_model(cfg: DictConfig, run_dir: Path) -> Path:
     return best
 
 
-def score_testing_subject(model_dir: Path, draw: Draw, name: str, protocol: Protocol, out_dir: Path,
-                 device: str = "cpu") -> dict[str, dict]:
-    """The scores of each method on one testing subject; the tractograms are saved in ``out_dir``."""
+def score_subject(model_dir: Path, draw: Draw, name: str, protocol: Protocol, out_dir: Path,
+                  device: str = "cpu") -> dict[str, dict]:
+    """The scores of each method on one scored subject; the tractograms are saved in ``out_dir``."""
     model, spec, _ = load_tracking_model(model_dir, device)
     folder = draw.hdf5.parent / "subjects" / name
     seeding = TRACKING_MASK if protocol.seeding == "wm_mask" else str(folder / "seeding_mask.nii.gz")
@@ -161,7 +173,7 @@ def score_testing_subject(model_dir: Path, draw: Draw, name: str, protocol: Prot
 
 def evaluate(evaluation: Evaluation, out_dir: Path, models: dict[int, Path] | None = None) -> dict:
     """Every draw: select a model on its training and validation subjects (or take ``models[seed]``,
-    selected so before), then score each method on its testing subjects.
+    selected so before), then score each method on its ``evaluation.score_subset`` subjects.
     Returns ``{"evaluation": ..., "draws": {seed: {subject: {method: scores}}}}``."""
     results: dict = {"evaluation": asdict(evaluation), "draws": {}}
     for seed in evaluation.phantom_seeds:
@@ -172,22 +184,22 @@ def evaluate(evaluation: Evaluation, out_dir: Path, models: dict[int, Path] | No
             log.info("draw %d: selecting a model on %s", seed, draw.selection_config.dataset.hdf5_path)
             best = select_model(draw.selection_config, out_dir / f"draw-{seed}" / "run")
         results["draws"][str(seed)] = {
-            name: score_testing_subject(best, draw, name, evaluation.protocol, out_dir / f"draw-{seed}" / name,
-                               evaluation.device)
-            for name in draw.testing}
+            name: score_subject(best, draw, name, evaluation.protocol, out_dir / f"draw-{seed}" / name,
+                                evaluation.device)
+            for name in draw.scored}
         log.info("draw %d:\n%s", seed, draw_table(results["draws"][str(seed)]))
     return results
 
 
 def per_draw(results: dict) -> dict[str, dict[str, np.ndarray]]:
-    """``{method: {metric: (D,) values}}``: each draw's mean over its testing subjects."""
+    """``{method: {metric: (D,) values}}``: each draw's mean over its scored subjects."""
     draws = list(results["draws"].values())
     return {m: {k: np.array([np.mean([s[m][k] for s in draw.values()]) for draw in draws]) for k in SUMMARY}
             for m in METHODS}
 
 
 def _bundles(results: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """``{bundle: {method: {OL, OR, F1}}}`` averaged over every testing subject of every draw."""
+    """``{bundle: {method: {OL, OR, F1}}}`` averaged over every scored subject of every draw."""
     subjects = [s for draw in results["draws"].values() for s in draw.values()]
     names = list(subjects[0]["dwiml"]["bundles"])
     return {b: {m: {k: float(np.mean([s[m]["bundles"][b][k] for s in subjects])) for k in ("overlap", "overreach", "f1")}
@@ -200,7 +212,7 @@ def cell(values: np.ndarray) -> str:
 
 
 def draw_table(subjects: dict[str, dict]) -> str:
-    """One draw's scores (mean over its testing subjects), a Markdown table."""
+    """One draw's scores (mean over its scored subjects), a Markdown table."""
     lines = ["| metric | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for key in SUMMARY:
         lines.append(f"| {key} | " + " | ".join(f"{np.mean([s[m][key] for s in subjects.values()]):.3f}"
@@ -212,7 +224,8 @@ def summary(results: dict) -> str:
     """Per-draw tables, the mean +- sd over draws, and the per-bundle table (Markdown)."""
     parts = [f"### draw {seed}\n\n{draw_table(subjects)}" for seed, subjects in results["draws"].items()]
     means = per_draw(results)
-    lines = [f"### mean +- sd over {len(results['draws'])} draws", "", "| metric | " + " | ".join(METHODS) + " |",
+    subset = results["evaluation"]["score_subset"]
+    lines = [f"### mean +- sd over {len(results['draws'])} draws ({subset} subjects)", "", "| metric | " + " | ".join(METHODS) + " |",
              "|---|" + "---|" * len(METHODS)]
     lines += [f"| {k} | " + " | ".join(cell(means[m][k]) for m in METHODS) + " |" for k in SUMMARY]
     parts.append("\n".join(lines))
