@@ -95,6 +95,11 @@ def test_split_cuts_every_long_enough_streamline_in_two_long_enough_halves(subse
             assert next(new) == n
     assert next(new, None) is None
     assert (original.lengths >= 2 * m).any()  # the test data has streamlines to cut
+    # the first half of each cut ends at the cut; reversed, the second half does
+    firsts = torch.tensor([x for n in original.lengths.tolist() for x in ([True, False] if n >= 2 * m else [False])])
+    assert original.cut_ends is None and torch.equal(split.cut_ends, firsts)
+    reversed_ = load(subset, spec, split_ratio=1.0, min_points_after_split=m, reverse_ratio=1.0)
+    assert torch.equal(reversed_.cut_ends, firsts.roll(1))
 
 
 def test_reverse(subset):

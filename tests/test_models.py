@@ -298,6 +298,18 @@ def test_one_input_step_rows_targets_and_end_of_streamline(hdf5_path, add_eos_ta
         assert seen["eos_targets"] is None
 
 
+def test_a_cut_end_gets_no_end_of_streamline_target(hdf5_path):
+    step = OneInputStep(MultiSubjectDataset(hdf5_path), "input", add_eos_target=True)
+    lengths = torch.tensor([3, 5])
+    points = torch.rand(8, 3) * 5 + 1
+    model = RecordingModel()
+    cut_ends = torch.tensor([True, False])  # the first streamline's last point is a split's cut
+    _, n = step(model, Batch(points, points, lengths, torch.tensor([0, 1]), "training", cut_ends))
+    assert n == 7 and model.seen["lengths"].tolist() == [2, 5]
+    assert model.seen["eos_targets"].tolist() == [False, False, False, False, False, False, True]
+    torch.testing.assert_close(model.seen["target_dirs"][:2], points[1:3] - points[:2])
+
+
 TINY = {"lstm": ["model.hidden_sizes=[8]"], "gru": ["model.hidden_sizes=[8]"],
         **{m: ["model.d_model=8", "model.nheads=2", "model.ff_size=8", "model.nb_layers=1"]
            for m in ("transformer", "transformer_src", "transformer_srctgt")}}

@@ -33,7 +33,9 @@ class Batch:
 
     ``points`` are what the model sees (with forward noise), ``target_points`` what the
     loss compares with (with loss noise); both have ``lengths`` points per streamline.
-    ``subjects`` gives each streamline's subject index in ``subset``.
+    ``subjects`` gives each streamline's subject index in ``subset``. ``cut_ends`` ``(B,)``
+    (None: none): the streamline's last point is where split augmentation cut it, not an end of
+    the original streamline (no end-of-streamline target there).
     """
 
     points: Tensor
@@ -41,6 +43,7 @@ class Batch:
     lengths: Tensor
     subjects: Tensor
     subset: str
+    cut_ends: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -96,16 +99,20 @@ class BatchLoader(torch.utils.data.Dataset):
         if self.step_size_mm is not None or self.nb_points is not None or self.compress_mm is not None:
             points, lengths = self.resample(points, lengths, voxel_sizes)
             voxel_sizes = self._voxel_sizes(spec, subjects, lengths)
+        cut_ends = None
         if self.augment and self.split_ratio > 0:
-            points, lengths, subjects, voxel_sizes = self._split(points, lengths, subjects, voxel_sizes, gen)
+            points, lengths, subjects, cut_starts, cut_ends = self._split(points, lengths, subjects, gen)
         if self.augment and self.reverse_ratio > 0:
-            points = sl.reverse(points, lengths, torch.rand(len(lengths), generator=gen) < self.reverse_ratio)
+            flip = torch.rand(len(lengths), generator=gen) < self.reverse_ratio
+            points = sl.reverse(points, lengths, flip)
+            if cut_ends is not None:
+                cut_ends = torch.where(flip, cut_starts, cut_ends)
         target_points = points
         if self.augment and self.noise_forward > 0:
             points = points + _truncated_noise(points.shape, self.noise_forward, gen) / voxel_sizes
         if self.augment and self.noise_loss > 0:
             target_points = target_points + _truncated_noise(points.shape, self.noise_loss, gen) / voxel_sizes
-        return Batch(points.float(), target_points.float(), lengths, subjects, self.subset.name)
+        return Batch(points.float(), target_points.float(), lengths, subjects, self.subset.name, cut_ends)
 
     def _read(self, spec: BatchSpec) -> tuple[Tensor, Tensor, Tensor]:
         parts = [self.subset.streamlines(s, self.streamline_group, np.sort(ids))
@@ -131,15 +138,19 @@ class BatchLoader(torch.utils.data.Dataset):
             return sl.compress(points, lengths, voxel_sizes, self.compress_mm)
         return sl.resample_step(points, lengths, voxel_sizes, self.step_size_mm)
 
-    def _split(self, points, lengths, subjects, voxel_sizes, gen):
-        """Cut a ``split_ratio`` share of the streamlines at a random point (both halves long enough)."""
+    def _split(self, points, lengths, subjects, gen):
+        """Cut a ``split_ratio`` share of the streamlines at a random point (both halves long enough).
+        Also returns, per new streamline, whether its first and its last point are a cut."""
         m = self.min_points_after_split
         can = lengths >= 2 * m
         chosen = can & (torch.rand(len(lengths), generator=gen) < self.split_ratio)
         span = (lengths - 2 * m + 1).clamp_min(1)
         cut = torch.where(chosen, m + (torch.rand(len(lengths), generator=gen) * span).long(), 0)
         new_lengths, source = sl.split(lengths, cut)
-        return points, new_lengths, subjects[source], voxel_sizes
+        same_as_next = torch.zeros(len(source), dtype=torch.bool)
+        same_as_next[:-1] = source[1:] == source[:-1]  # the first half of a split streamline
+        cut_starts = torch.roll(same_as_next, 1)  # the second half
+        return points, new_lengths, subjects[source], cut_starts, same_as_next
 
 
 def _truncated_noise(shape: torch.Size, sigma_mm: float, gen: torch.Generator) -> Tensor:

@@ -25,7 +25,8 @@ class OneInputStep:
     The model sees points ``0 .. n-2`` of each streamline (where a next direction exists)
     and predicts the direction to the next point of ``batch.target_points``. With
     ``add_eos_target`` it also sees the last point, whose target is the end of the
-    streamline (``eos_targets`` true, a zero direction). With a neighbourhood (see
+    streamline (``eos_targets`` true, a zero direction), except where split augmentation cut the
+    streamline there (``Batch.cut_ends``: not an end). With a neighbourhood (see
     :mod:`dwiml.data.neighborhood`), a point's input is the features at its ``K`` neighbour
     points one after the other: ``input_size = K * nb_features``.
     """
@@ -72,13 +73,18 @@ class OneInputStep:
         targets (or None) and ``rows`` (see :meth:`outputs_and_targets`)."""
         batch = batch.to(self.device)
         last = last_points(batch.lengths)
-        rows = torch.ones_like(last) if self.add_eos_target else ~last
+        # The last point is seen (with an end target) only where it ends the original streamline.
+        with_last = torch.full_like(batch.lengths, self.add_eos_target, dtype=torch.bool)
+        if self.add_eos_target and batch.cut_ends is not None:
+            with_last = ~batch.cut_ends
+        streamline_ids = point_streamline_ids(batch.lengths)
+        rows = ~last | with_last[streamline_ids]
         points = batch.points[rows]
-        inputs = self.interpolate(batch, points, batch.subjects[point_streamline_ids(batch.lengths)][rows])
-        lengths = batch.lengths if self.add_eos_target else batch.lengths - 1
+        inputs = self.interpolate(batch, points, batch.subjects[streamline_ids][rows])
+        lengths = batch.lengths - (~with_last).long()
         target_dirs = segments(batch.target_points, batch.lengths)[rows]
         model_inputs = (inputs, lengths, segments(batch.points, batch.lengths)[rows])
-        return model_inputs, target_dirs, last if self.add_eos_target else None, rows
+        return model_inputs, target_dirs, last[rows] if self.add_eos_target else None, rows
 
     def interpolate(self, batch: Batch, points: Tensor, point_subjects: Tensor) -> Tensor:
         """Input features at ``points`` and their neighbours, each from its own subject's volume
