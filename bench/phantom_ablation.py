@@ -20,8 +20,8 @@ from pathlib import Path
 
 from dwiml.atomic import atomic_folder
 from dwiml.errors import DwimlError
-from dwiml.evaluation.draws import (SCORE_SUBSETS, Evaluation, Protocol, cell, evaluate, per_draw, save_results,
-                                   summary)
+from dwiml.evaluation.draws import (LOG_FORMAT, SCORE_SUBSETS, Evaluation, Protocol, cell, evaluate, per_draw,
+                                   save_results, summary)
 from timing import add_machine_options, begin, finish  # bench/, the script's folder, is on sys.path
 
 EXPERIMENT = "phantom_tracking"
@@ -53,13 +53,14 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml"))
     parser.add_argument("-f", "--overwrite", action="store_true")
     parser.add_argument("--score-subset", choices=SCORE_SUBSETS, default="testing")
+    parser.add_argument("--jobs", type=int, default=1, help="draws at a time, one process and torch thread each")
     add_machine_options(parser)
     args = parser.parse_args()
-    threads = begin(args)
+    threads = begin(args, extra_threads=args.jobs if args.jobs > 1 else 0)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"phantom_ablation: error: {out} exists (-f to replace it)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     results = {}
     try:
         for name, (overrides, protocol) in VARIANTS.items():
@@ -69,7 +70,7 @@ def main() -> None:
             reuse = None if overrides or name == "recipe" else {
                 s: out / "recipe" / f"draw-{s}" / "run" / "best_model" for s in args.phantom_seeds}
             with atomic_folder(folder) as tmp:
-                results[name] = evaluate(evaluation, tmp, reuse)
+                results[name] = evaluate(evaluation, tmp, reuse, args.jobs)
                 save_results(results[name], tmp)
             print(f"## {name}\n\n{summary(results[name])}", flush=True)
     except DwimlError as e:

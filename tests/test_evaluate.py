@@ -14,7 +14,7 @@ from dwiml.data.builtin import phantom_selection_hdf5
 from dwiml.data.hdf5 import read_subject_list, subject_lists
 from dwiml.data.phantom import BUNDLE_DESIGNS
 from dwiml.errors import DwimlError
-from dwiml.evaluation.draws import METHODS, SCORE_SUBSETS, SUMMARY, Evaluation, prepare_draw
+from dwiml.evaluation.draws import METHODS, SCORE_SUBSETS, SUMMARY, Evaluation, Protocol, evaluate, prepare_draw
 from dwiml.run_folder import RunFolder
 
 TINY = ["dataset.nb_subjects=3", "trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3",
@@ -95,15 +95,22 @@ def test_one_draw_end_to_end(cache_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_one_draw_scored_on_its_validation_subject(cache_dir, tmp_path, capsys):
+def test_two_draws_in_two_processes_scored_on_their_validation_subjects(cache_dir, tmp_path, capsys):
     out = tmp_path / "eval"
-    evaluate_main(["--experiment", "phantom_tracking", "--phantom-seeds", "1234", "--out-dir", str(out),
-                   "--cache-dir", str(cache_dir), "--seeding", "endpoints", "--seeds-per-voxel", "1",
-                   "--score-subset", "validation", *TINY])
-    assert "mean +- sd over 1 draws (validation subjects)" in capsys.readouterr().out
-    (folder,) = cache_dir.glob("phantom-v3-n3-s1234")
-    (validation,) = read_subject_list(folder / "subjects" / "validation_subjects.txt")
+    protocol = ["--seeding", "endpoints", "--seeds-per-voxel", "1"]
+    evaluate_main(["--experiment", "phantom_tracking", "--phantom-seeds", "1234", "7", "--out-dir", str(out),
+                   "--cache-dir", str(cache_dir), *protocol, "--score-subset", "validation", "--jobs", "2", *TINY])
+    assert "mean +- sd over 2 draws (validation subjects)" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert results["evaluation"]["score_subset"] == "validation" and list(results["draws"]["1234"]) == [validation]
-    assert results["draws"]["1234"][validation]["dipy det"]["valid_pct"] > 20
-    assert sorted(p.name for p in (out / "draw-1234").iterdir()) == ["run", validation]
+    assert results["evaluation"]["score_subset"] == "validation"
+    for seed in (1234, 7):
+        (folder,) = cache_dir.glob(f"phantom-v3-n3-s{seed}")
+        (validation,) = read_subject_list(folder / "subjects" / "validation_subjects.txt")
+        assert list(results["draws"][str(seed)]) == [validation]
+        assert results["draws"][str(seed)][validation]["dipy det"]["valid_pct"] > 20
+        assert sorted(p.name for p in (out / f"draw-{seed}").iterdir()) == ["run", validation]
+    # the same model scored in this process gives the same scores as in its worker process
+    evaluation = Evaluation("phantom_tracking", [7], TINY, Protocol(seeding="endpoints", seeds_per_voxel=1),
+                            str(cache_dir), score_subset="validation")
+    again = evaluate(evaluation, tmp_path / "again", {7: out / "draw-7" / "run" / "best_model"})
+    assert again["draws"]["7"] == results["draws"]["7"]

@@ -42,15 +42,19 @@ def main(argv: list[str] | None = None) -> None:
                              "end-of-streamline probability (dwiml.tracking.filtering)")
     parser.add_argument("--device", default="cpu", help="[%(default)s]")
     add_overwrite(parser)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="draws evaluated at a time, each in its own process with one torch thread [%(default)s]")
     args = parser.parse_args(argv)
 
     def body() -> None:
         import os
 
         from dwiml.atomic import atomic_folder
-        from dwiml.evaluation.draws import Evaluation, Protocol, evaluate, save_results, summary
+        from dwiml.evaluation.draws import LOG_FORMAT, Evaluation, Protocol, evaluate, save_results, summary
 
         out_dir = check_output(args.out_dir, args.overwrite, folder=True)
+        if args.jobs < 1:
+            raise DwimlError(f"--jobs must be >= 1, got {args.jobs}")
         if args.seeds_per_voxel < 1:
             raise DwimlError(f"--seeds-per-voxel must be >= 1, got {args.seeds_per_voxel}")
         protocol = Protocol(seeding=args.seeding, seeds_per_voxel=args.seeds_per_voxel,
@@ -60,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         cache_dir = args.cache_dir or os.environ.get("DWIML_CACHE_DIR", "~/.cache/dwiml")
         evaluation = Evaluation(args.experiment, args.phantom_seeds, args.overrides, protocol,
                                 str(Path(cache_dir).expanduser()), args.device, args.score_subset)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         with atomic_folder(out_dir) as tmp:
-            results = evaluate(evaluation, tmp)
+            results = evaluate(evaluation, tmp, jobs=args.jobs)
             save_results(results, tmp)
         print(summary(results), end="")
         print(f"results -> {out_dir / 'results.json'}, {out_dir / 'summary.md'}")

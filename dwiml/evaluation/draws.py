@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 METHODS = ("dipy det", "dipy prob", "dwiml")
 SUMMARY = ("valid_pct", "invalid_pct", "no_connection_pct", "valid_bundles", "invalid_bundles", "mean_overlap",
            "mean_overreach", "mean_f1", "streamlines")
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
 TRACKING_MASK = "wm_mask"
 FODF = "fodf"
 
@@ -171,24 +174,42 @@ def score_subject(model_dir: Path, draw: Draw, name: str, protocol: Protocol, ou
     return {method: score(candidates[method], truth) for method in METHODS}
 
 
-def evaluate(evaluation: Evaluation, out_dir: Path, models: dict[int, Path] | None = None) -> dict:
-    """Every draw: select a model on its training and validation subjects (or take ``models[seed]``,
-    selected so before), then score each method on its ``evaluation.score_subset`` subjects.
+def evaluate_draw(evaluation: Evaluation, seed: int, out_dir: Path, model: Path | None = None) -> dict[str, dict]:
+    """One draw: select a model on its training and validation subjects (or take ``model``, selected
+    so before), then score each method on its ``evaluation.score_subset`` subjects (in ``out_dir/draw-SEED``).
+    Returns ``{subject: {method: scores}}``."""
+    draw = prepare_draw(evaluation, seed)
+    if model is None:
+        log.info("draw %d: selecting a model on %s", seed, draw.selection_config.dataset.hdf5_path)
+        model = select_model(draw.selection_config, out_dir / f"draw-{seed}" / "run")
+    scores = {name: score_subject(model, draw, name, evaluation.protocol, out_dir / f"draw-{seed}" / name,
+                                  evaluation.device)
+              for name in draw.scored}
+    log.info("draw %d:\n%s", seed, draw_table(scores))
+    return scores
+
+
+def _worker_start() -> None:
+    """A draw's process: one torch thread (the processes share the cores), the parent's log format."""
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def evaluate(evaluation: Evaluation, out_dir: Path, models: dict[int, Path] | None = None, jobs: int = 1) -> dict:
+    """:func:`evaluate_draw` for every draw (``models[seed]``: its model, selected before), ``jobs``
+    draws at a time in their own processes (one torch thread each).
     Returns ``{"evaluation": ..., "draws": {seed: {subject: {method: scores}}}}``."""
-    results: dict = {"evaluation": asdict(evaluation), "draws": {}}
-    for seed in evaluation.phantom_seeds:
-        draw = prepare_draw(evaluation, seed)
-        if models is not None:
-            best = models[seed]
-        else:
-            log.info("draw %d: selecting a model on %s", seed, draw.selection_config.dataset.hdf5_path)
-            best = select_model(draw.selection_config, out_dir / f"draw-{seed}" / "run")
-        results["draws"][str(seed)] = {
-            name: score_subject(best, draw, name, evaluation.protocol, out_dir / f"draw-{seed}" / name,
-                                evaluation.device)
-            for name in draw.scored}
-        log.info("draw %d:\n%s", seed, draw_table(results["draws"][str(seed)]))
-    return results
+    if jobs < 1:
+        raise DwimlError(f"jobs must be >= 1, got {jobs}")
+    seeds = list(evaluation.phantom_seeds)
+    calls = [(evaluation, seed, out_dir, None if models is None else models[seed]) for seed in seeds]
+    if jobs == 1 or len(seeds) == 1:
+        scores = [evaluate_draw(*call) for call in calls]
+    else:
+        with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=get_context("spawn"),
+                                 initializer=_worker_start) as pool:
+            scores = list(pool.map(evaluate_draw, *zip(*calls)))
+    return {"evaluation": asdict(evaluation), "draws": {str(seed): s for seed, s in zip(seeds, scores)}}
 
 
 def per_draw(results: dict) -> dict[str, dict[str, np.ndarray]]:
