@@ -2,11 +2,13 @@
 
 Runs :func:`dwiml.evaluation.draws.evaluate` (what ``dwiml-evaluate`` runs) for the recipe
 (``experiment=phantom_tracking`` tracked with ``--min-end-eos``), then for each variant below; a
-variant that only changes tracking reuses the recipe's selected models. Writes each variant's
+variant that only changes tracking reuses the recipe's selected models; ``--models-from DIR`` reuses
+those an earlier run (e.g. ``--score-subset validation``: the selection) wrote in ``DIR``. Writes each variant's
 ``results.json`` / ``summary.md`` under ``--out-dir`` and prints one table (mean +- sd over draws).
 Usage:
     python bench/phantom_ablation.py [--out-dir phantom_ablation] [--phantom-seeds 1 2 3] [-f]
         [--score-subset validation]   (tuning: score the validation subjects, read no testing data)
+        [--jobs 3] [--models-from DIR]
 Like every bench it prints the machine load and refuses to start on a loaded machine (training times
 mean nothing there; the scores do not depend on it).
 """
@@ -37,6 +39,20 @@ COLUMNS = ("valid_pct", "invalid_pct", "no_connection_pct", "invalid_bundles", "
            "mean_f1")
 
 
+def folder_name(variant: str) -> str:
+    """The folder of a variant under ``--out-dir``."""
+    return variant.split(" (")[0].replace(" ", "_").replace(",", "")
+
+
+def models(variant_dir: Path, seeds: list[int]) -> dict[int, Path]:
+    """The model selected for each draw in a variant's folder (a one-line error when one is missing)."""
+    found = {s: variant_dir / f"draw-{s}" / "run" / "best_model" for s in seeds}
+    missing = [str(p) for p in found.values() if not p.is_dir()]
+    if missing:
+        raise DwimlError(f"no selected model {', '.join(missing)}")
+    return found
+
+
 def table(results: dict[str, dict]) -> str:
     """One row per variant (dwiml), then dipy's two baselines (from the recipe's run)."""
     lines = ["| variant | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
@@ -54,6 +70,9 @@ def main() -> None:
     parser.add_argument("-f", "--overwrite", action="store_true")
     parser.add_argument("--score-subset", choices=SCORE_SUBSETS, default="testing")
     parser.add_argument("--jobs", type=int, default=1, help="draws at a time, one process and torch thread each")
+    parser.add_argument("--models-from", default=None,
+                        help="an earlier --out-dir of this bench (same variants and draws, e.g. its --score-subset "
+                             "validation run): track and score with the models it selected, train nothing")
     add_machine_options(parser)
     args = parser.parse_args()
     threads = begin(args, extra_threads=args.jobs if args.jobs > 1 else 0)
@@ -62,14 +81,15 @@ def main() -> None:
         raise SystemExit(f"phantom_ablation: error: {out} exists (-f to replace it)")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     results = {}
+    models_dir = Path(args.models_from) if args.models_from else out
     try:
         for name, (overrides, protocol) in VARIANTS.items():
-            folder = out / name.split(" (")[0].replace(" ", "_").replace(",", "")
             evaluation = Evaluation(EXPERIMENT, args.phantom_seeds, overrides, protocol,
                                     str(Path(args.cache_dir).expanduser()), score_subset=args.score_subset)
-            reuse = None if overrides or name == "recipe" else {
-                s: out / "recipe" / f"draw-{s}" / "run" / "best_model" for s in args.phantom_seeds}
-            with atomic_folder(folder) as tmp:
+            trained = bool(overrides) or name == "recipe"  # else the recipe's models, tracked otherwise
+            reuse = None if trained and not args.models_from else models(models_dir / folder_name(
+                name if trained else "recipe"), args.phantom_seeds)
+            with atomic_folder(out / folder_name(name)) as tmp:
                 results[name] = evaluate(evaluation, tmp, reuse, args.jobs)
                 save_results(results[name], tmp)
             print(f"## {name}\n\n{summary(results[name])}", flush=True)
