@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from helpers import cli
 
@@ -10,11 +11,15 @@ BAD_STARTS = {
     "+trainer.max_epoch=2": "trainer.max_epoch: no such key in this config; did you mean trainer.max_epochs?",
     "optim.lr=${nope}": "optim.lr: Interpolation key 'nope' not found",
     "model.head._target_=???": "model.head._target_: no value given",
+    "device=cuda": "device=cuda: CUDA is not available on this machine",
+    "trainer.max_epochs=-1": "trainer.max_epochs: -1 must be >= 1",
 }
 
 
 @pytest.mark.parametrize("override", BAD_STARTS)
 def test_a_failing_start_is_one_line_in_the_terminal_and_in_train_log(cache_dir, tmp_path, override):
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     result = cli(tmp_path, cache_dir, override, check=False)
     terminal = (result.stdout + result.stderr).splitlines()
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -1,7 +1,9 @@
 """Dataclass schemas of every config group: the keys and their types, with no values (``MISSING``):
 the values live in the YAML presets of ``dwiml/conf/``, their one home. Each preset names its schema
 in its defaults list, so a misspelled key or a wrong type fails at start-up, naming the key. The
-``_target_`` that a schema builds is part of it; an optional group (``gv``) is None until selected."""
+``_target_`` that a schema builds is part of it; an optional group (``gv``) is None until selected. A key's
+allowed values are part of its schema too (``ruled``, see :mod:`dwiml.ranges`), checked at start-up by
+:func:`dwiml.config.validate.check_config` and by the component that the key configures."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,16 +13,24 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from dwiml import run_folder
+from dwiml.ranges import (ANGLE_DEG, AT_LEAST_ONE, BELOW_ONE, EOS_THRESHOLD, FRACTION, NON_NEGATIVE, POSITIVE,
+                          PROBABILITY, SEED, Choice, Range, ruled)
+
+SAMPLER_UNITS = ("nb_streamlines", "length_mm")  # streamlines per batch, or their total length (mm)
+ALGOS = ("det", "prob")
+MONITOR_MODES = ("min", "max")
+PRECISIONS = ("32", "bf16", "fp16")
+STRATEGIES = ("single", "ddp")
 
 
 @dataclass
 class PhantomDatasetConfig:
     _target_: str = "dwiml.data.builtin.phantom_dataset"
     cache_dir: str = MISSING
-    nb_subjects: int = MISSING
+    nb_subjects: int = ruled(Range(3))
     seed: int = MISSING
     lazy: bool = MISSING
-    cache_bytes: int = MISSING
+    cache_bytes: int = ruled(NON_NEGATIVE)
 
 
 @dataclass
@@ -28,32 +38,32 @@ class HDF5DatasetConfig:
     _target_: str = "dwiml.data.dataset.MultiSubjectDataset"
     hdf5_path: str = MISSING
     lazy: bool = MISSING
-    cache_bytes: int = MISSING
+    cache_bytes: int = ruled(NON_NEGATIVE)
 
 
 @dataclass
 class SamplerConfig:
     _target_: str = "dwiml.data.sampler.BatchSampler"
-    batch_size: float = MISSING
-    validation_batch_size: Optional[float] = MISSING
-    unit: str = MISSING
-    nb_subjects_per_batch: int = MISSING
-    cycles: int = MISSING
-    seed: int = MISSING
+    batch_size: float = ruled(POSITIVE)
+    validation_batch_size: Optional[float] = ruled(POSITIVE)
+    unit: str = ruled(Choice(SAMPLER_UNITS))
+    nb_subjects_per_batch: int = ruled(AT_LEAST_ONE)
+    cycles: int = ruled(AT_LEAST_ONE)
+    seed: int = ruled(SEED)
 
 
 @dataclass
 class LoaderConfig:
     _target_: str = "dwiml.data.loader.BatchLoader"
     streamline_group: str = MISSING
-    step_size_mm: Optional[float] = MISSING
-    nb_points: Optional[int] = MISSING
-    compress_mm: Optional[float] = MISSING
-    reverse_ratio: float = MISSING
-    split_ratio: float = MISSING
-    min_points_after_split: int = MISSING
-    noise_gaussian_size_forward: float = MISSING
-    noise_gaussian_size_loss: float = MISSING
+    step_size_mm: Optional[float] = ruled(POSITIVE)
+    nb_points: Optional[int] = ruled(Range(2))
+    compress_mm: Optional[float] = ruled(POSITIVE)
+    reverse_ratio: float = ruled(FRACTION)
+    split_ratio: float = ruled(FRACTION)
+    min_points_after_split: int = ruled(Range(2))
+    noise_gaussian_size_forward: float = ruled(NON_NEGATIVE)
+    noise_gaussian_size_loss: float = ruled(NON_NEGATIVE)
 
 
 @dataclass
@@ -62,8 +72,8 @@ class HeadConfig:
 
     _target_: str = MISSING
     _partial_: bool = True
-    hidden_sizes: list[int] = MISSING
-    eos_weight: float = MISSING  # > 0 adds an end-of-streamline output, its loss weighted by this
+    hidden_sizes: list[int] = ruled(AT_LEAST_ONE)
+    eos_weight: float = ruled(NON_NEGATIVE)  # > 0 adds an end-of-streamline output, its loss weighted by this
 
 
 @dataclass
@@ -90,7 +100,7 @@ class SphereClassificationConfig(HeadConfig):
 @dataclass
 class SmoothSphereClassificationConfig(SphereClassificationConfig):
     _target_: str = "dwiml.models.heads.SmoothSphereClassification"
-    smoothing_width_deg: float = MISSING
+    smoothing_width_deg: float = ruled(POSITIVE)
 
 
 @dataclass
@@ -101,7 +111,7 @@ class GaussianConfig(HeadConfig):
 @dataclass
 class GaussianMixtureConfig(HeadConfig):
     _target_: str = "dwiml.models.heads.GaussianMixture"
-    nb_components: int = MISSING
+    nb_components: int = ruled(AT_LEAST_ONE)
 
 
 @dataclass
@@ -112,7 +122,7 @@ class FisherVonMisesConfig(HeadConfig):
 @dataclass
 class FisherVonMisesMixtureConfig(HeadConfig):
     _target_: str = "dwiml.models.heads.FisherVonMisesMixture"
-    nb_components: int = MISSING
+    nb_components: int = ruled(AT_LEAST_ONE)
 
 
 @dataclass
@@ -125,7 +135,7 @@ class IdentityEmbeddingConfig:
 class LinearEmbeddingConfig:
     _target_: str = "dwiml.models.embeddings.LinearEmbedding"
     _partial_: bool = True
-    out_size: int = MISSING
+    out_size: int = ruled(AT_LEAST_ONE)
     activation: Optional[str] = MISSING
 
 
@@ -133,20 +143,20 @@ class LinearEmbeddingConfig:
 class CNNEmbeddingConfig:
     _target_: str = "dwiml.models.embeddings.CNNEmbedding"
     _partial_: bool = True
-    width: int = MISSING
-    channels: list[int] = MISSING
-    kernel_size: int = MISSING
+    width: int = ruled(AT_LEAST_ONE)
+    channels: list[int] = ruled(AT_LEAST_ONE)
+    kernel_size: int = ruled(AT_LEAST_ONE)
 
 
 @dataclass
 class Learn2TrackConfig:
     _target_: str = "dwiml.models.learn2track.Learn2Track"
     rnn_type: str = MISSING
-    hidden_sizes: list[int] = MISSING
-    nb_previous_dirs: int = MISSING
-    prev_dirs_embedding_size: Optional[int] = MISSING
+    hidden_sizes: list[int] = ruled(AT_LEAST_ONE)
+    nb_previous_dirs: int = ruled(NON_NEGATIVE)
+    prev_dirs_embedding_size: Optional[int] = ruled(AT_LEAST_ONE)
     input_embedding: Any = MISSING
-    dropout: float = MISSING
+    dropout: float = ruled(BELOW_ONE)
     layer_norm: bool = MISSING
     skip_connections: bool = MISSING
     head: Any = MISSING  # a head schema, from the model/head config group
@@ -156,13 +166,13 @@ class Learn2TrackConfig:
 class TransformerConfig:
     _target_: str = "dwiml.models.transformer.Transformer"
     variant: str = MISSING
-    d_model: int = MISSING
-    nheads: int = MISSING
-    nb_layers: int = MISSING
-    nb_decoder_layers: Optional[int] = MISSING
-    ff_size: int = MISSING
-    dropout: float = MISSING
-    direction_embedding_size: int = MISSING
+    d_model: int = ruled(AT_LEAST_ONE)
+    nheads: int = ruled(AT_LEAST_ONE)
+    nb_layers: int = ruled(AT_LEAST_ONE)
+    nb_decoder_layers: Optional[int] = ruled(AT_LEAST_ONE)
+    ff_size: int = ruled(AT_LEAST_ONE)
+    dropout: float = ruled(BELOW_ONE)
+    direction_embedding_size: int = ruled(AT_LEAST_ONE)
     input_embedding: Any = MISSING
     head: Any = MISSING  # a head schema, from the model/head config group
 
@@ -170,24 +180,24 @@ class TransformerConfig:
 @dataclass
 class AutoencoderConfig:
     _target_: str = "dwiml.models.autoencoder.StreamlineAutoencoder"
-    nb_points: int = MISSING
-    latent_size: int = MISSING
-    channels: list[int] = MISSING
-    kernel_size: int = MISSING
+    nb_points: int = ruled(Range(2))
+    latent_size: int = ruled(AT_LEAST_ONE)
+    channels: list[int] = ruled(AT_LEAST_ONE)
+    kernel_size: int = ruled(AT_LEAST_ONE)
 
 
 @dataclass
 class OptimConfig:
     _target_: str = MISSING  # torch.optim.Adam, AdamW, RAdam: chosen by the preset
     _partial_: bool = True
-    lr: float = MISSING
-    weight_decay: float = MISSING
+    lr: float = ruled(POSITIVE)
+    weight_decay: float = ruled(NON_NEGATIVE)
 
 
 @dataclass
 class SGDConfig(OptimConfig):
     _target_: str = "torch.optim.SGD"
-    momentum: float = MISSING
+    momentum: float = ruled(NON_NEGATIVE)
     nesterov: bool = MISSING
 
 
@@ -195,7 +205,7 @@ class SGDConfig(OptimConfig):
 class OneInputStepConfig:
     _target_: str = "dwiml.training.steps.OneInputStep"
     input_group: str = MISSING
-    volume_cache_size: int = MISSING
+    volume_cache_size: int = ruled(NON_NEGATIVE)
     neighborhood_type: str = MISSING
     neighborhood_radius_mm: Optional[float] = MISSING
     neighborhood_nb_rings: int = MISSING
@@ -211,89 +221,89 @@ class StreamlinesStepConfig:
 class GenerationValidationConfig:
     _target_: str = "dwiml.evaluation.generation.GenerationValidation"
     subsets: list[str] = MISSING
-    every_n_epochs: int = MISSING
+    every_n_epochs: int = ruled(AT_LEAST_ONE)
     streamline_group: str = MISSING
-    step_size_mm: Optional[float] = MISSING
-    nb_init_points: int = MISSING
-    max_streamlines_per_subject: Optional[int] = MISSING
+    step_size_mm: Optional[float] = ruled(POSITIVE)
+    nb_init_points: int = ruled(AT_LEAST_ONE)
+    max_streamlines_per_subject: Optional[int] = ruled(AT_LEAST_ONE)
     tracking_mask: Optional[str] = MISSING
-    algo: str = MISSING
-    max_angle_deg: float = MISSING
-    max_length_mm: float = MISSING
-    eos_threshold: Any = MISSING  # a probability, "max" or null (checked by TrackingOptions)
-    end_radius_mm: float = MISSING
-    endpoint_tolerance_mm: float = MISSING
-    max_scored_bundles: int = MISSING
-    batch_size: int = MISSING
-    seed: int = MISSING
+    algo: str = ruled(Choice(ALGOS))
+    max_angle_deg: float = ruled(ANGLE_DEG)
+    max_length_mm: float = ruled(POSITIVE)
+    eos_threshold: Any = ruled(EOS_THRESHOLD)  # a probability, "max" or null (checked by TrackingOptions)
+    end_radius_mm: float = ruled(NON_NEGATIVE)
+    endpoint_tolerance_mm: float = ruled(NON_NEGATIVE)
+    max_scored_bundles: int = ruled(AT_LEAST_ONE)
+    batch_size: int = ruled(AT_LEAST_ONE)
+    seed: int = ruled(SEED)
 
 
 @dataclass
 class TrainerConfig:
     _target_: str = "dwiml.training.trainer.Trainer"
-    max_epochs: int = MISSING
-    max_batches_per_epoch_training: Optional[int] = MISSING
-    max_batches_per_epoch_validation: Optional[int] = MISSING
-    patience: Optional[int] = MISSING
-    patience_delta: float = MISSING
+    max_epochs: int = ruled(AT_LEAST_ONE)
+    max_batches_per_epoch_training: Optional[int] = ruled(AT_LEAST_ONE)
+    max_batches_per_epoch_validation: Optional[int] = ruled(AT_LEAST_ONE)
+    patience: Optional[int] = ruled(NON_NEGATIVE)
+    patience_delta: float = ruled(NON_NEGATIVE)
     monitor: str = MISSING
-    monitor_mode: str = MISSING
-    clip_grad_norm: Optional[float] = MISSING
-    accumulate_grad_batches: int = MISSING
-    ema_decay: Optional[float] = MISSING
-    precision: str = MISSING
+    monitor_mode: str = ruled(Choice(MONITOR_MODES))
+    clip_grad_norm: Optional[float] = ruled(POSITIVE)
+    accumulate_grad_batches: int = ruled(AT_LEAST_ONE)
+    ema_decay: Optional[float] = ruled(BELOW_ONE)
+    precision: str = ruled(Choice(PRECISIONS))
     compile: bool = MISSING
-    strategy: str = MISSING
-    checkpoint_every_minutes: Optional[float] = MISSING
-    checkpoint_every_batches: Optional[int] = MISSING
-    max_minutes: Optional[float] = MISSING
+    strategy: str = ruled(Choice(STRATEGIES))
+    checkpoint_every_minutes: Optional[float] = ruled(POSITIVE)
+    checkpoint_every_batches: Optional[int] = ruled(AT_LEAST_ONE)
+    max_minutes: Optional[float] = ruled(POSITIVE)
     auto_resume: bool = MISSING
     progress_bar: bool = MISSING
-    plot_every_epochs: Optional[int] = MISSING  # plots/metrics.png every N epochs and at the end; null: never
+    plot_every_epochs: Optional[int] = ruled(AT_LEAST_ONE)  # plots/metrics.png every N epochs and at the end; null: never
 
 
 @dataclass
 class ConstantLRConfig:
     _target_: str = "torch.optim.lr_scheduler.ConstantLR"
     _partial_: bool = True
-    factor: float = MISSING
-    total_iters: int = MISSING
+    factor: float = ruled(FRACTION)
+    total_iters: int = ruled(NON_NEGATIVE)
 
 
 @dataclass
 class EpochsListLRConfig:
     _target_: str = "dwiml.training.schedulers.epochs_list"
     _partial_: bool = True
-    learning_rates: list[float] = MISSING
+    learning_rates: list[float] = ruled(POSITIVE)
 
 
 @dataclass
 class StepLRConfig:
     _target_: str = "torch.optim.lr_scheduler.StepLR"
     _partial_: bool = True
-    step_size: int = MISSING
-    gamma: float = MISSING
+    step_size: int = ruled(AT_LEAST_ONE)
+    gamma: float = ruled(POSITIVE)
 
 
 @dataclass
 class CosineWarmupLRConfig:
     _target_: str = "dwiml.training.schedulers.cosine_warmup"
     _partial_: bool = True
-    warmup_epochs: int = MISSING
-    total_epochs: int = MISSING
-    start_factor: float = MISSING
-    min_lr: float = MISSING
+    warmup_epochs: int = ruled(NON_NEGATIVE)
+    total_epochs: int = ruled(AT_LEAST_ONE)
+    start_factor: float = ruled(Range(0, 1, low_open=True))
+    min_lr: float = ruled(NON_NEGATIVE)
 
 
 @dataclass
 class PlateauLRConfig:
     _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     _partial_: bool = True
-    mode: str = MISSING
-    factor: float = MISSING
-    patience: int = MISSING
-    threshold: float = MISSING
-    min_lr: float = MISSING
+    mode: str = ruled(Choice(MONITOR_MODES))
+    factor: float = ruled(PROBABILITY)
+    patience: int = ruled(NON_NEGATIVE)
+    threshold: float = ruled(NON_NEGATIVE)
+    min_lr: float = ruled(NON_NEGATIVE)
 
 
 @dataclass
@@ -334,9 +344,9 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
     gv: Optional[GenerationValidationConfig] = None
-    seed: int = MISSING
+    seed: int = ruled(SEED)
     device: str = MISSING
-    num_workers: int = MISSING
+    num_workers: int = ruled(NON_NEGATIVE)
     resume: Optional[str] = MISSING
     demo: bool = MISSING  # a short demonstration (the default settings), not a recipe: said at the end of the run
 

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dwiml.config.schema import LoaderConfig
 from dwiml.data import streamlines as sl
 from dwiml.data.dataset import SubjectSet
 from dwiml.data.input_spec import Resampling
 from dwiml.data.sampler import BatchSpec
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 
 
 @dataclass
@@ -79,8 +81,10 @@ class BatchLoader(torch.utils.data.Dataset):
                  nb_points: int | None = None, reverse_ratio: float = 0.5, split_ratio: float = 0.0,
                  min_points_after_split: int = 5, noise_gaussian_size_forward: float = 0.0,
                  noise_gaussian_size_loss: float = 0.0, compress_mm: float | None = None, augment: bool = True):
-        _check_options(step_size_mm, nb_points, compress_mm, reverse_ratio, split_ratio, min_points_after_split,
-                       noise_gaussian_size_forward, noise_gaussian_size_loss)
+        check_options(step_size_mm=step_size_mm, nb_points=nb_points, compress_mm=compress_mm,
+                      reverse_ratio=reverse_ratio, split_ratio=split_ratio, min_points_after_split=min_points_after_split,
+                      noise_gaussian_size_forward=noise_gaussian_size_forward,
+                      noise_gaussian_size_loss=noise_gaussian_size_loss)
         self.subset, self.streamline_group = subset, streamline_group
         self.step_size_mm, self.nb_points, self.compress_mm = step_size_mm, nb_points, compress_mm
         self.reverse_ratio, self.split_ratio = reverse_ratio, split_ratio
@@ -159,24 +163,11 @@ def _truncated_noise(shape: torch.Size, sigma_mm: float, gen: torch.Generator) -
     return torch.nn.init.trunc_normal_(noise, std=sigma_mm, a=-2 * sigma_mm, b=2 * sigma_mm, generator=gen)
 
 
-def _check_options(step_size_mm, nb_points, compress_mm, reverse_ratio, split_ratio, min_points_after_split,
-                   noise_forward, noise_loss) -> None:
-    """One-line errors naming the ``loader`` key at fault."""
-    chosen = {k: v for k, v in (("step_size_mm", step_size_mm), ("nb_points", nb_points),
-                                ("compress_mm", compress_mm)) if v is not None}
+def check_options(**options: float | int | None) -> None:
+    """One-line errors naming the ``loader`` key at fault: a value out of its rule (see
+    :class:`~dwiml.config.schema.LoaderConfig`), or two ways of resampling at once."""
+    check_all(options, rules_of(LoaderConfig), "loader.".__add__)
+    chosen = {k: options[k] for k in ("step_size_mm", "nb_points", "compress_mm") if options.get(k) is not None}
     if len(chosen) > 1:
         raise DwimlError(f"loader: {' and '.join(f'{k}={v}' for k, v in chosen.items())} are set together; "
                          "set one of them, or none to keep the stored points")
-    _require(step_size_mm is None or step_size_mm > 0, "step_size_mm", step_size_mm, "> 0 (mm) or null")
-    _require(nb_points is None or nb_points >= 2, "nb_points", nb_points, ">= 2 or null")
-    _require(compress_mm is None or compress_mm > 0, "compress_mm", compress_mm, "> 0 (mm) or null")
-    _require(0 <= reverse_ratio <= 1, "reverse_ratio", reverse_ratio, "in [0, 1]")
-    _require(0 <= split_ratio <= 1, "split_ratio", split_ratio, "in [0, 1]")
-    _require(min_points_after_split >= 2, "min_points_after_split", min_points_after_split, ">= 2")
-    _require(noise_forward >= 0, "noise_gaussian_size_forward", noise_forward, ">= 0 (mm)")
-    _require(noise_loss >= 0, "noise_gaussian_size_loss", noise_loss, ">= 0 (mm)")
-
-
-def _require(ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        raise DwimlError(f"loader.{key}: {value} must be {rule}")

@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from dwiml.data.dataset import SubjectSet
+from dwiml.config.schema import SamplerConfig
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 
-UNITS = ("nb_streamlines", "length_mm")
 
 
 @dataclass(frozen=True)
@@ -63,18 +64,21 @@ class BatchSpec:
         return sum(len(i) for i in self.ids)
 
 
+def check_batch_size(batch_size: float | None, unit: str, key: str) -> None:
+    """A one-line error for a batch of less than one streamline (``unit=nb_streamlines``)."""
+    if unit == "nb_streamlines" and batch_size is not None and batch_size < 1:
+        raise DwimlError(f"{key}: {batch_size} streamlines must be at least 1")
+
+
 class BatchSampler(torch.utils.data.Sampler):
     """Yields one :class:`BatchSpec` per batch of a subset's streamline group."""
 
     def __init__(self, subset: SubjectSet, streamline_group: str, batch_size: float,
                  unit: str = "nb_streamlines", nb_subjects_per_batch: int = 2, cycles: int = 1,
                  shuffle: bool = True, seed: int = 1234, rank: int = 0, world_size: int = 1):
-        if unit not in UNITS:
-            raise DwimlError(f"sampler.unit must be one of {UNITS}, got '{unit}'")
-        if batch_size <= 0 or nb_subjects_per_batch < 1 or cycles < 1:
-            raise DwimlError("sampler.batch_size, sampler.nb_subjects_per_batch and sampler.cycles must be positive")
-        if unit == "nb_streamlines" and batch_size < 1:
-            raise DwimlError(f"sampler.batch_size={batch_size} streamlines: must be at least 1")
+        check_all(dict(batch_size=batch_size, unit=unit, nb_subjects_per_batch=nb_subjects_per_batch, cycles=cycles,
+                       seed=seed), rules_of(SamplerConfig), "sampler.".__add__)
+        check_batch_size(batch_size, unit, "sampler.batch_size")
         if not 0 <= rank < world_size:
             raise DwimlError(f"sampler: rank {rank} outside world_size {world_size}")
         subset.check_group(streamline_group, "streamlines")

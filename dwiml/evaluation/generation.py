@@ -43,11 +43,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dwiml.config.schema import GenerationValidationConfig
 from dwiml.data.connectivity import ConnectivityReference
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.data.streamlines import offsets, resample_step
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 from dwiml.evaluation.scoring import (GroundTruth, Packed, dilate_labels, endpoint_regions, ground_truth_by_regions,
                                      score)
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
@@ -84,9 +86,11 @@ class GenerationValidation:
                  eos_threshold: float | str | None = None, end_radius_mm: float = 2.0,
                  endpoint_tolerance_mm: float = 0.0, max_scored_bundles: int = 20, batch_size: int = 10_000,
                  seed: int = 1234):
-        if every_n_epochs < 1 or nb_init_points < 1:
-            raise DwimlError(f"gv.every_n_epochs and gv.nb_init_points must be >= 1, got {every_n_epochs}, "
-                             f"{nb_init_points}")
+        check_all(dict(every_n_epochs=every_n_epochs, step_size_mm=step_size_mm, nb_init_points=nb_init_points,
+                       max_streamlines_per_subject=max_streamlines_per_subject, algo=algo, max_angle_deg=max_angle_deg,
+                       max_length_mm=max_length_mm, eos_threshold=eos_threshold, end_radius_mm=end_radius_mm,
+                       endpoint_tolerance_mm=endpoint_tolerance_mm, max_scored_bundles=max_scored_bundles,
+                       batch_size=batch_size, seed=seed), rules_of(GenerationValidationConfig), "gv.".__add__)
         if step_size_mm is None:
             step_size_mm = spec.trained_resampling.step_size_mm
         if step_size_mm is None:

@@ -188,6 +188,12 @@ class DirectionTokens(nn.Module):
         return torch.where(first[:, None], self.start, tokens)
 
 
+def check_sizes(d_model: int, nheads: int) -> None:
+    """A one-line error unless ``d_model`` is even and split evenly between the attention heads."""
+    if d_model % nheads or d_model % 2:
+        raise DwimlError(f"model.d_model ({d_model}) must be even and a multiple of model.nheads ({nheads})")
+
+
 class Transformer(nn.Module):
     """A causal Transformer and a direction head; see the module docstring for ``variant``."""
 
@@ -198,8 +204,7 @@ class Transformer(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise DwimlError(f"model.variant must be one of {list(VARIANTS)}, got '{variant}'")
-        if d_model % nheads or d_model % 2:
-            raise DwimlError(f"model.d_model ({d_model}) must be even and a multiple of model.nheads ({nheads})")
+        check_sizes(d_model, nheads)
         self.variant, self.d_model, self.nheads = variant, d_model, nheads
         self.input_embedding = input_embedding(input_size)
         src_size = self.input_embedding.out_size

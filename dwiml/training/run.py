@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dwiml.config.build import build
 from dwiml.config.keys import check_keys
+from dwiml.config.validate import check_config
 from dwiml.config.schema import PhantomDatasetConfig
 from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> float:
     """Train as configured in the current Hydra run folder; return the best validation loss."""
     check_keys(cfg)
+    check_config(cfg)
     run_dir, overrides = Path(HydraConfig.get().runtime.output_dir), HydraConfig.get().overrides.task
     continued = RunFolder(run_dir).continues(cfg.resume, cfg.trainer.auto_resume)
     if continued:

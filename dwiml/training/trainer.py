@@ -48,9 +48,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from dwiml import __version__
+from dwiml.config.schema import TrainerConfig
 from dwiml.data.input_spec import InputSpec
 from dwiml.errors import DwimlError
 from dwiml.models.io import save_model, write_model
+from dwiml.ranges import check_all, rules_of
 from dwiml.run_folder import RunFolder
 from dwiml.training import distributed as dist
 from dwiml.training.checkpoint import find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
@@ -67,7 +69,6 @@ METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "learning_rate", "grad_no
 BATCH_COLUMNS = ("epoch", "batch", "rank", "pass", "position", "loss", "points", "learning_rate",
                  "grad_norm", "grad_norm_clipped", "data_seconds", "compute_seconds")
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-STRATEGIES = ("single", "ddp")
 RESUMABLE_EXIT = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with resume=<run_dir>
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,16 @@ class Trainer:
                  checkpoint_every_batches: int | None = None, max_minutes: float | None = None,
                  auto_resume: bool = False, progress_bar: bool = True, plot_every_epochs: int | None = 1,
                  gv: GenerationValidation | None = None, input_spec: InputSpec | None = None):
-        _check_options(monitor, monitor_mode, precision, strategy, accumulate_grad_batches,
-                       gv.columns if gv is not None else ())
+        check_all(dict(max_epochs=max_epochs, max_batches_per_epoch_training=max_batches_per_epoch_training,
+                       max_batches_per_epoch_validation=max_batches_per_epoch_validation, patience=patience,
+                       patience_delta=patience_delta, monitor_mode=monitor_mode, clip_grad_norm=clip_grad_norm,
+                       accumulate_grad_batches=accumulate_grad_batches, ema_decay=ema_decay, precision=precision,
+                       strategy=strategy, checkpoint_every_minutes=checkpoint_every_minutes,
+                       checkpoint_every_batches=checkpoint_every_batches, max_minutes=max_minutes,
+                       plot_every_epochs=plot_every_epochs), rules_of(TrainerConfig), "trainer.".__add__)
+        check_monitor(monitor, gv.columns if gv is not None else ())
+        if strategy != "ddp" and dist.world_size() > 1:
+            raise DwimlError(f"started as {dist.world_size()} processes (torchrun): use trainer.strategy=ddp")
         if valid_loader is None and monitor == "valid_loss":
             log.warning("no validation subjects: no valid_loss; the best model and early stopping follow train_loss")
             monitor = "train_loss"
@@ -330,13 +339,21 @@ class Trainer:
         model.eval()
         self.valid_loader.sampler.set_epoch(0, self.max_batches["valid"])
         sums = torch.zeros(2, dtype=torch.float64)
+        culprits: set[str] = set()  # the subjects of this rank's batches whose loss is not finite
         for batch in tqdm(self.valid_loader, desc=f"epoch {self.epoch} valid", leave=False,
                           disable=not self.progress_bar or not dist.is_main()):
             with self._autocast():
                 loss, nb_points = self.step(model, batch)
+            if not math.isfinite(float(loss)):
+                culprits.update(self.valid_loader.dataset.subset.subjects[i] for i in batch.subjects.unique().tolist())
             sums += torch.tensor([float(loss) * nb_points, nb_points], dtype=torch.float64)
         loss_sum, points = dist.all_gather(sums.to(self.device)).sum(0).tolist()
         self.model.train()
+        if not math.isfinite(loss_sum):
+            named = sorted(set().union(*dist.all_gather_objects(culprits)))
+            raise DwimlError(f"the validation loss is {loss_sum / points} at epoch {self.epoch + 1}: a batch of "
+                             f"validation subject(s) {', '.join(named)} gives a non-finite loss (NaN/Inf in their "
+                             "data?); stopped, the last checkpoint is kept")
         return loss_sum / points if points else math.nan
 
     def _eval_model(self) -> nn.Module:
@@ -404,21 +421,15 @@ class Trainer:
                  self.batch_index, self.early_stopping.monitor, self.early_stopping.best, self.best_epoch)
 
 
-def _check_options(monitor: str, mode: str, precision: str, strategy: str, accumulate: int,
-                   gv_columns: tuple[str, ...]) -> None:
+def check_monitor(monitor: str, gv_columns: tuple[str, ...] | None) -> None:
+    """A one-line error when ``monitor`` is no metric of the run; ``gv_columns``: the metrics of its
+    generation-validation phase, or None when it has one whose columns are not known yet (any ``gv_*``)."""
+    if gv_columns is None and monitor.startswith("gv_"):
+        return
+    gv_columns = gv_columns or ()
     if monitor not in METRIC_COLUMNS[1:] + gv_columns:
         raise DwimlError(f"trainer.monitor='{monitor}' is not a logged metric: one of "
                          f"{METRIC_COLUMNS[1:] + gv_columns}" + ("" if gv_columns else " (gv=default adds gv_*)"))
-    if mode not in ("min", "max"):
-        raise DwimlError(f"trainer.monitor_mode must be min or max, got '{mode}'")
-    if precision not in PRECISIONS:
-        raise DwimlError(f"trainer.precision must be one of {tuple(PRECISIONS)}, got '{precision}'")
-    if strategy not in STRATEGIES:
-        raise DwimlError(f"trainer.strategy must be one of {STRATEGIES}, got '{strategy}'")
-    if strategy != "ddp" and dist.world_size() > 1:
-        raise DwimlError(f"started as {dist.world_size()} processes (torchrun): use trainer.strategy=ddp")
-    if accumulate < 1:
-        raise DwimlError(f"trainer.accumulate_grad_batches must be at least 1, got {accumulate}")
 
 
 def _fresh_totals() -> dict:

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dwiml.config.schema import HeadConfig
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 
 
 def mlp(in_size: int, hidden_sizes: list[int] | tuple[int, ...], out_size: int) -> nn.Sequential:
@@ -32,8 +34,7 @@ class DirectionHead(nn.Module, ABC):
     def __init__(self, in_size: int, nb_params: int, hidden_sizes: list[int] | tuple[int, ...] = (),
                  eos_weight: float = 0.0):
         super().__init__()
-        if eos_weight < 0:
-            raise DwimlError(f"model.head.eos_weight must be >= 0, got {eos_weight}")
+        check_all(dict(hidden_sizes=hidden_sizes, eos_weight=eos_weight), rules_of(HeadConfig), "model.head.".__add__)
         self.eos_weight = eos_weight
         self.layers = mlp(in_size, hidden_sizes, nb_params + self.has_eos)
 

@@ -8,7 +8,9 @@ from dipy.data import DataError, get_sphere
 from torch import Tensor
 from torch.nn import functional as F
 
+from dwiml.config.schema import SmoothSphereClassificationConfig
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 from dwiml.models.heads.base import DirectionHead, draw_class
 
 
@@ -56,8 +58,8 @@ class SmoothSphereClassification(SphereClassification):
 
     def __init__(self, in_size: int, sphere: str = "repulsion724", smoothing_width_deg: float = 10.0,
                  hidden_sizes: list[int] | tuple[int, ...] = (), eos_weight: float = 0.0):
-        if smoothing_width_deg <= 0:
-            raise DwimlError(f"model.head.smoothing_width_deg must be > 0, got {smoothing_width_deg}")
+        check_all(dict(smoothing_width_deg=smoothing_width_deg), rules_of(SmoothSphereClassificationConfig),
+                  "model.head.".__add__)
         super().__init__(in_size, sphere, hidden_sizes, eos_weight)
         self.kappa = 1.0 / math.radians(smoothing_width_deg) ** 2
 

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from dwiml.config.schema import GaussianMixtureConfig
 from dwiml.errors import DwimlError
+from dwiml.ranges import check_all, rules_of
 from dwiml.models.heads.base import DirectionHead, draw_class
 
 LOG_2PI = math.log(2 * math.pi)
@@ -54,8 +56,7 @@ class MixtureDistribution(DirectionHead):
 
     def __init__(self, in_size: int, nb_components: int = 3, hidden_sizes: list[int] | tuple[int, ...] = (),
                  eos_weight: float = 0.0):
-        if nb_components < 1:
-            raise DwimlError(f"model.head.nb_components must be >= 1, got {nb_components}")
+        check_all(dict(nb_components=nb_components), rules_of(GaussianMixtureConfig), "model.head.".__add__)
         self.nb_components = nb_components
         super().__init__(in_size, nb_components * (1 + self.family.size), hidden_sizes, eos_weight)
 
