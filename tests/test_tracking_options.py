@@ -69,7 +69,7 @@ def test_eos_max_needs_a_classification_head(tmp_path):
     with pytest.raises(DwimlError, match="'max' .* needs a classification head, not CosineRegression"):
         tracker(model, eos_threshold="max")
     for bad in (0.0, 1.0, "min"):
-        with pytest.raises(DwimlError, match="a probability in \\(0, 1\\) or 'max'"):
+        with pytest.raises(DwimlError, match="eos_threshold: .* must be in \\(0, 1\\) or 'max'"):
             TrackingOptions(eos_threshold=bad)
 
 

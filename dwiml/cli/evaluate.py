@@ -50,13 +50,16 @@ def main(argv: list[str] | None = None) -> None:
         import os
 
         from dwiml.atomic import atomic_folder
+        from dwiml.device import check_device
         from dwiml.evaluation.draws import LOG_FORMAT, Evaluation, Protocol, evaluate, save_results, summary
+        from dwiml.ranges import AT_LEAST_ONE, PROBABILITY, SEED, check_arguments, check_order, rules_of
+        from dwiml.tracking.tracker import TrackingOptions
 
+        check_arguments(args, {**rules_of(TrackingOptions), "seeds_per_voxel": AT_LEAST_ONE, "min_end_eos": PROBABILITY,
+                               "phantom_seeds": SEED, "jobs": AT_LEAST_ONE})
+        check_order("--min-length-mm", args.min_length_mm, "--max-length-mm", args.max_length_mm)
+        check_device(args.device, "--device")
         out_dir = check_output(args.out_dir, args.overwrite, folder=True)
-        if args.jobs < 1:
-            raise DwimlError(f"--jobs must be >= 1, got {args.jobs}")
-        if args.seeds_per_voxel < 1:
-            raise DwimlError(f"--seeds-per-voxel must be >= 1, got {args.seeds_per_voxel}")
         protocol = Protocol(seeding=args.seeding, seeds_per_voxel=args.seeds_per_voxel,
                             max_angle_deg=args.max_angle_deg, min_length_mm=args.min_length_mm,
                             max_length_mm=args.max_length_mm, rng_seed=args.rng_seed, algo=args.algo,

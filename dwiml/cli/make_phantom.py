@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         from dwiml.data.phantom import make_phantom
+        from dwiml.ranges import SEED, Range, check_arguments
 
+        check_arguments(args, {"subjects": Range(3), "seed": SEED})
         check_output(args.out_dir, args.overwrite, folder=True)
         try:
             names = make_phantom(args.out_dir, nb_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite)

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.errors import DwimlError
         from dwiml.evaluation.roi_scoring import score_files_rois
         from dwiml.evaluation.scoring import format_table, save_json, score_files
+        from dwiml.ranges import NON_NEGATIVE, check_arguments
 
+        check_arguments(args, {"endpoint_tolerance_mm": NON_NEGATIVE, "dilate_endpoints": NON_NEGATIVE})
         endpoint_regions = (args.ground_truth is not None, args.labels is not None)
         if (args.bundle_config is not None) == any(endpoint_regions) or (not args.bundle_config
                                                                          and not all(endpoint_regions)):

@@ -90,11 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         from dataclasses import replace
 
         from dwiml.errors import DwimlError
-        from dwiml.tracking.subject import (auto_batch_size_for, load_tracking_model, save_tracked, subject_from_files,
-                                            subject_from_hdf5, track_subject)
+        from dwiml.tracking.subject import (auto_batch_size_for, check_track_options, load_tracking_model,
+                                            save_tracked, subject_from_files, subject_from_hdf5, track_subject)
         from dwiml.tracking.shards import Shard
         from dwiml.tracking.tracker import TrackingOptions
 
+        check_track_options(vars(args))
+        shard = Shard.parse(args.seed_shard)
         if (args.subject is None) == (args.input is None) or args.hdf5 is not None and args.subject is None:
             raise DwimlError("give either --subject NAME (and --hdf5 FILE, unless MODEL is a run folder), "
                              "or --input FILE")
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"batch size: {options.batch_size} streamlines")
         tracked = track_subject(model, spec, subject, options, args.seeds_per_voxel, args.nb_seeds, args.compress_mm,
                                 args.allow_mismatch, progress=not args.no_progress, tissue_rule=tissue_rule,
-                                shard=Shard.parse(args.seed_shard))
+                                shard=shard)
         path = save_tracked(tracked, subject, args.out)
         print(f"{len(tracked.lengths)} streamlines -> {path}")
 

@@ -27,15 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         from dwiml.atomic import atomic_folder
         from dwiml.data.dataset import MultiSubjectDataset
+        from dwiml.device import check_device
         from dwiml.errors import DwimlError
         from dwiml.evaluation.attention import save_attention_images, save_attention_tractogram, streamline_attention
         from dwiml.evaluation.point_loss import subject_reference
+        from dwiml.ranges import AT_LEAST_ONE, check_arguments
         from dwiml.tracking.subject import load_tracking_model
 
+        check_arguments(args, {"nb_streamlines": AT_LEAST_ONE})
+        check_device(args.device, "--device")
         if Path(args.out).suffix not in (".trk", ".trx"):
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
-        if args.nb_streamlines < 1:
-            raise DwimlError(f"--nb-streamlines must be >= 1, got {args.nb_streamlines}")
         out = check_output(args.out, args.overwrite)
         folder = check_output(args.images or out.with_suffix(""), args.overwrite, folder=True)
         model, spec, run = load_tracking_model(args.model, args.device, args.use_latest_epoch)

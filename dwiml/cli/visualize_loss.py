@@ -36,16 +36,18 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         from dwiml.data.dataset import MultiSubjectDataset
+        from dwiml.device import check_device
         from dwiml.errors import DwimlError
         from dwiml.evaluation.point_loss import (best_and_worst, load_streamlines, loss_colors, point_losses,
                                                  save_histogram, save_loss_tractogram, subject_reference)
+        from dwiml.ranges import AT_LEAST_ONE, Range, check_arguments
         from dwiml.tracking.subject import load_tracking_model
 
+        check_arguments(args, {"select_pct": Range(0, 100, low_open=True), "batch_size": AT_LEAST_ONE})
+        check_device(args.device, "--device")
         out = Path(args.out)
         if out.suffix not in (".trk", ".trx"):
             raise DwimlError(f"{args.out}: the output must end in .trk or .trx (formats with data per point)")
-        if args.select_pct is not None and not 0 < args.select_pct <= 100:
-            raise DwimlError(f"--select-pct {args.select_pct:g}: must be in (0, 100]")
         selected = {} if args.select_pct is None else {
             name: out.with_name(f"{out.stem}_{name}{out.suffix}") for name in ("best", "worst")}
         histogram = Path(args.histogram or out.with_suffix(".png"))

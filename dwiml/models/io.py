@@ -71,9 +71,41 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Traine
     if not isinstance(config, dict):
         raise DwimlError(f"{folder / CONFIG}: not a model config (a JSON object with a _target_)")
     check_loaded(config, folder / CONFIG, own_interpolations=False)  # dwiml saves it resolved
-    model = build_model(config)
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location=device, weights_only=True))
+    weights = _load_weights(folder / WEIGHTS, device)
+    try:
+        model = build_model(config)
+    except DwimlError as e:
+        raise DwimlError(f"{folder / CONFIG}: {e}") from None
+    except Exception as e:  # a value of the wrong kind, caught by the class it configures
+        raise DwimlError(f"{folder / CONFIG}: cannot build the model ({_first_line(e.__cause__ or e)})") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        raise DwimlError(f"{folder / WEIGHTS}: the weights do not fit the model of {CONFIG} "
+                         f"({_first_line(e, 1)})") from None
     return TrainedModel(model.to(device), load_spec(folder))
+
+
+def _load_weights(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """A state dict, read with ``weights_only=True``; a one-line error naming the file otherwise."""
+    if path.stat().st_size == 0:
+        raise DwimlError(f"{path}: an empty file, not PyTorch weights")
+    try:
+        weights = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated or garbage files raise many types (zip, pickle, EOF, runtime)
+        raise DwimlError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: "
+                         f"{_first_line(e).split('. ')[0]})") from None
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise DwimlError(f"{path}: not a state dict (a mapping of parameter names to tensors), "
+                         f"but a {type(weights).__name__}")
+    return weights
+
+
+def _first_line(error: Exception, line: int = 0) -> str:
+    """A line of an exception's message (the first by default; torch's load errors put the cause second)."""
+    lines = [text.strip() for text in str(error).splitlines() if text.strip()] or [type(error).__name__]
+    return lines[min(line, len(lines) - 1)]
 
 
 def load_spec(folder: str | Path) -> InputSpec | None:

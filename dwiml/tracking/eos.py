@@ -21,14 +21,6 @@ from dwiml.models.heads import SphereClassification
 EosRule = float | str | None
 
 
-def check_eos_rule(rule: EosRule) -> None:
-    """A one-line error for a rule that is neither a probability in (0, 1), ``"max"`` nor None."""
-    if rule is None or rule == "max":
-        return
-    if isinstance(rule, str) or not 0 < rule < 1:
-        raise DwimlError(f"eos_threshold is a probability in (0, 1) or 'max', got {rule}")
-
-
 def check_head(head: nn.Module, rule: EosRule) -> None:
     """A one-line error when ``head`` cannot apply ``rule``."""
     if rule is None:

@@ -8,9 +8,10 @@ match it (:func:`check_subject`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -23,10 +24,12 @@ from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import SUBSETS
 from dwiml.data.input_spec import InputSpec, VolumeDescription, check_declaration
 from dwiml.data.streamlines import compress
+from dwiml.device import check_device
 from dwiml.errors import DwimlError
 from dwiml.models.io import SPEC, is_model_folder, load_model
+from dwiml.ranges import AT_LEAST_ONE, POSITIVE, Range, check_all, check_order, option_name, rules_of
 from dwiml.run_folder import RunFolder
-from dwiml.tracking.output import save_tractogram_atomic
+from dwiml.tracking.output import check_tractogram_path, save_tractogram_atomic
 from dwiml.tracking.seeds import seeds_in_mask
 from dwiml.tracking.shards import SEED_IDS, Shard
 from dwiml.tracking.tissues import TissueMaps, interface_mask
@@ -34,6 +37,9 @@ from dwiml.tracking.memory import MemoryPlan, auto_batch_size, bytes_per_streaml
 from dwiml.tracking.tracker import Inputs, Tracked, Tracker, TrackingOptions, volume_inputs
 
 log = logging.getLogger(__name__)
+# dwiml-track's numeric options (argparse destinations) beside those of TrackingOptions
+TRACK_OPTIONS = {**rules_of(TrackingOptions), "batch_size": Range(1, words=("auto",)),
+                 "seeds_per_voxel": AT_LEAST_ONE, "nb_seeds": AT_LEAST_ONE, "compress_mm": POSITIVE}
 
 
 @dataclass
@@ -65,6 +71,15 @@ class TrackingModel(NamedTuple):
     model: nn.Module
     spec: InputSpec
     run: RunFolder | None
+
+
+def check_track_options(options: Mapping[str, Any]) -> None:
+    """A one-line error naming the first of ``dwiml-track``'s options (by argparse destination) out of its
+    rule, before any work."""
+    check_all(options, TRACK_OPTIONS, option_name)
+    check_order("--min-length-mm", options["min_length_mm"], "--max-length-mm", options["max_length_mm"])
+    check_device(options["device"], "--device")
+    check_tractogram_path(options["out"])
 
 
 def load_tracking_model(folder: str | Path, device: str, use_latest_epoch: bool = False) -> TrackingModel:
@@ -130,10 +145,14 @@ def subject_from_files(input_path: str | Path, seeding_mask: str | Path | None, 
 
 
 def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_mismatch: bool = False) -> None:
-    """A one-line error when the subject's input or the tracking step does not match what the model
-    trained on: another feature count (always), another declared SH basis, order or channel names, or
-    another step (unless ``allow_mismatch``). Voxel sizes the model never saw only give a warning."""
+    """A one-line error when the subject's input holds NaN/Inf, or it or the tracking step does not match
+    what the model trained on: another feature count (always), another declared SH basis, order or channel
+    names, or another step (unless ``allow_mismatch``). Voxel sizes the model never saw only give a warning."""
     where = f"subject '{subject.name}'"
+    bad = int(np.count_nonzero(~np.isfinite(subject.input)))
+    if bad:
+        raise DwimlError(f"{where}: the input volume holds {bad} NaN/Inf values (of {subject.input.size}): "
+                         "no direction can be predicted there; replace them (e.g. by 0) first")
     spec.check_volume(subject.description, where, allow_mismatch)
     step = spec.step_mismatch(step_size_mm)
     if step is not None and not allow_mismatch:
@@ -147,8 +166,7 @@ def check_subject(spec: InputSpec, subject: Subject, step_size_mm: float, allow_
 def save_tracked(tracked: Tracked, subject: Subject, out_path: str | Path) -> Path:
     """Save streamlines (voxel space) with ``seeds`` and ``seed_ids`` per streamline; the format follows
     the extension."""
-    if Path(out_path).suffix not in (".trk", ".tck", ".trx"):
-        raise DwimlError(f"{out_path}: the output must end in .trk, .tck or .trx")
+    check_tractogram_path(out_path)
     per_streamline = {"seeds": tracked.seeds.numpy().astype(np.float32)}
     if tracked.seed_ids is not None:
         per_streamline[SEED_IDS] = tracked.seed_ids.numpy()[:, None]
@@ -205,6 +223,8 @@ def track_subject(model: nn.Module, spec: InputSpec, subject: Subject, options: 
     inputs, _ = tracking_inputs(model, spec, subject)
     seeding = subject.seeding_mask if subject.seeding_mask is not None else interface_mask(subject.maps["wm"],
                                                                                            subject.maps["gm"])
+    if not np.any(subject.input[seeding > 0]):
+        log.warning("subject '%s': the input volume is zero in every seeding voxel", subject.name)
     seeds = seeds_in_mask(torch.from_numpy(seeding), seeds_per_voxel, nb_seeds, options.rng_seed)
     mask = torch.ones(subject.input.shape[:3]) if subject.tracking_mask is None else torch.from_numpy(subject.tracking_mask)
     tissues = None if tissue_rule is None else TissueMaps(

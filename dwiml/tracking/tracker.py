@@ -48,12 +48,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dwiml.config.schema import ALGOS
 from dwiml.data import neighborhood
 from dwiml.data.interpolation import inside_mask
 from dwiml.data.streamlines import point_local_ids, point_streamline_ids, select
 from dwiml.errors import DwimlError
 from dwiml.models.interface import State, merge_streamlines, select_streamlines
-from dwiml.tracking.eos import check_eos_rule, check_head, eos_stops
+from dwiml.ranges import (ANGLE_DEG, AT_LEAST_ONE, EOS_THRESHOLD, NON_NEGATIVE, POSITIVE, Choice, check_all, check_order,
+                          ruled, rules_of)
+from dwiml.tracking.eos import check_head, eos_stops
 from dwiml.tracking.shards import Shard, chunk_rng_seed
 from dwiml.tracking.stopping import Stop, in_length_range, stop_reasons
 from dwiml.tracking.tissues import TissueMaps, tissue_stops
@@ -65,29 +68,21 @@ Inputs = Callable[[Tensor], Tensor]
 class TrackingOptions:
     """How to track; lengths in mm, angles in degrees."""
 
-    algo: Literal["det", "prob"] = "det"
-    step_size_mm: float = 1.0
-    max_angle_deg: float = 30.0
-    min_length_mm: float = 10.0
-    max_length_mm: float = 200.0
-    eos_threshold: float | str | None = None  # a probability, or "max" (see dwiml.tracking.eos)
+    algo: Literal["det", "prob"] = ruled(Choice(ALGOS), "det")
+    step_size_mm: float = ruled(POSITIVE, 1.0)
+    max_angle_deg: float = ruled(ANGLE_DEG, 30.0)
+    min_length_mm: float = ruled(NON_NEGATIVE, 10.0)
+    max_length_mm: float = ruled(POSITIVE, 200.0)
+    eos_threshold: float | str | None = ruled(EOS_THRESHOLD, None)  # a probability, or "max" (see dwiml.tracking.eos)
     bidirectional: bool = True
     keep_last_point: bool = False
-    batch_size: int = 10_000
+    batch_size: int = ruled(AT_LEAST_ONE, 10_000)
     rng_seed: int = 1234
-    mask_interpolation: Literal["nearest", "trilinear"] = "nearest"
+    mask_interpolation: Literal["nearest", "trilinear"] = ruled(Choice(("nearest", "trilinear")), "nearest")
 
     def __post_init__(self) -> None:
-        if self.algo not in ("det", "prob"):
-            raise DwimlError(f"tracking algo must be 'det' or 'prob', got '{self.algo}'")
-        if self.step_size_mm <= 0 or self.batch_size < 1:
-            raise DwimlError("step_size_mm must be > 0 and batch_size >= 1")
-        if not 0 <= self.min_length_mm <= self.max_length_mm:
-            raise DwimlError(f"need 0 <= min_length_mm <= max_length_mm, got {self.min_length_mm}, "
-                             f"{self.max_length_mm}")
-        check_eos_rule(self.eos_threshold)
-        if self.mask_interpolation not in ("nearest", "trilinear"):
-            raise DwimlError(f"mask_interpolation must be 'nearest' or 'trilinear', got '{self.mask_interpolation}'")
+        check_all(vars(self), rules_of(TrackingOptions))
+        check_order("min_length_mm", self.min_length_mm, "max_length_mm", self.max_length_mm)
 
     @property
     def max_nb_points(self) -> int:
