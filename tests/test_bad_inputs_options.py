@@ -204,7 +204,7 @@ ROWS = {
     "score --dilate-endpoints < 0": BadInput("dwiml-score", lambda folder: ["cand.trk", "--bundle-config", "b.json",
                                              "--dilate-endpoints", "-2"], "--dilate-endpoints"),
     "connectivity --nb-blocs 0": command("dwiml-connectivity", "t.trk", "m.npy", "--nb-blocs", "0",
-                                         "--reference", "r.nii.gz"),
+                                         "--reference", "r.nii.gz", culprit="number of blocs"),
     "visualize-loss --batch-size 0": visualize("dwiml-visualize-loss", "--batch-size", "0"),
     "visualize-loss --select-pct 0": visualize("dwiml-visualize-loss", "--select-pct", "0"),
     "visualize-loss --device gpu": visualize("dwiml-visualize-loss", "--device", "gpu"),

@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         from dwiml.data.connectivity import count_matrix, load_regions
         from dwiml.errors import DwimlError
         from dwiml.evaluation.scoring import load_streamlines
-        from dwiml.ranges import AT_LEAST_ONE, check_arguments
 
-        check_arguments(args, {"nb_blocs": AT_LEAST_ONE})
         if not args.out.endswith(".npy"):
             raise DwimlError(f"{args.out}: the matrix is written to a .npy file")
         check_output(args.out, args.overwrite)
