@@ -151,6 +151,8 @@ ROWS = {
     "gv max_angle_deg 0": train("gv=default", "gv.max_angle_deg=0"),
     "gv eos_threshold 1": train("gv=default", "gv.eos_threshold=1"),
     "gv every_n_epochs 0": train("gv=default", "gv.every_n_epochs=0"),
+    "gv testing subset": train("gv=default", "gv.subsets=[testing]"),
+    "head sphere": train("model/head=sphere_classification", "model.head.sphere=repulsion7"),
     "device gpu": train("device=gpu"),
     "device cuda:99": train("device=cuda:99"),
     # dwiml-track options, refused before the model is loaded

@@ -9,12 +9,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dwiml.config.schema import Learn2TrackConfig, TransformerConfig
+from dwiml.config.schema import (GenerationValidationConfig, Learn2TrackConfig, SphereClassificationConfig,
+                                 TransformerConfig)
 from dwiml.data.loader import check_options as check_loader
 from dwiml.data.neighborhood import Neighborhood
 from dwiml.data.sampler import check_batch_size
 from dwiml.device import check_device
 from dwiml.errors import DwimlError
+from dwiml.evaluation.generation import GV_SUBSETS
+from dwiml.models.heads.classification import sphere_vertices
 from dwiml.models.learn2track import RNN_TYPES
 from dwiml.models.transformer import VARIANTS, check_sizes
 from dwiml.ranges import Choice, Rule, check, rules_of
@@ -24,6 +27,7 @@ from dwiml.training.trainer import check_monitor
 COMPONENT_RULES: dict[type, dict[str, Rule]] = {
     Learn2TrackConfig: {"rnn_type": Choice(tuple(RNN_TYPES))},
     TransformerConfig: {"variant": Choice(VARIANTS)},
+    GenerationValidationConfig: {"subsets": Choice(GV_SUBSETS)},
 }
 
 
@@ -41,6 +45,8 @@ def check_config(cfg: DictConfig) -> None:
             Neighborhood(cfg.step.neighborhood_type, cfg.step.neighborhood_radius_mm, cfg.step.neighborhood_nb_rings)
         except DwimlError as e:
             raise DwimlError(f"step.{e}") from None
+    if "head" in cfg.model and issubclass(OmegaConf.get_type(cfg.model.head), SphereClassificationConfig):
+        sphere_vertices(cfg.model.head.sphere)
     if OmegaConf.get_type(cfg.model) is TransformerConfig:
         check_sizes(cfg.model.d_model, cfg.model.nheads)
     check_monitor(cfg.trainer.monitor, None if cfg.gv is not None else ())

@@ -49,9 +49,9 @@ from dwiml.data.dataset import MultiSubjectDataset, SubjectSet
 from dwiml.data.input_spec import InputSpec
 from dwiml.data.streamlines import offsets, resample_step
 from dwiml.errors import DwimlError
-from dwiml.ranges import check_all, rules_of
 from dwiml.evaluation.scoring import (GroundTruth, Packed, dilate_labels, endpoint_regions, ground_truth_by_regions,
                                      score)
+from dwiml.ranges import check_all, rules_of
 from dwiml.tracking.tracker import Tracked, Tracker, TrackingOptions, volume_inputs
 
 GV_SUBSETS = ("training", "validation")

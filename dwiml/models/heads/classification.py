@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from dwiml.config.schema import SmoothSphereClassificationConfig
 from dwiml.errors import DwimlError
-from dwiml.ranges import check_all, rules_of
 from dwiml.models.heads.base import DirectionHead, draw_class
+from dwiml.ranges import check_all, rules_of
 
 
 def sphere_vertices(name: str) -> Tensor:

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from dwiml.config.schema import GaussianMixtureConfig
 from dwiml.errors import DwimlError
-from dwiml.ranges import check_all, rules_of
 from dwiml.models.heads.base import DirectionHead, draw_class
+from dwiml.ranges import check_all, rules_of
 
 LOG_2PI = math.log(2 * math.pi)
 
