@@ -191,6 +191,11 @@ ROWS = {
     "model.pt holding a tensor": model_folder(lambda f: torch.save(torch.zeros(3), f / "model.pt"), "model.pt"),
     "model.pt holding a list": model_folder(lambda f: torch.save([1, 2], f / "model.pt"), "model.pt"),
     "no model.pt": model_folder(lambda f: (f / "model.pt").unlink(), "model.pt"),
+    "no model_config.json": model_folder(lambda f: (f / "model_config.json").unlink(), "model_config.json"),
+    "no such model folder": BadInput("dwiml-track", lambda folder: ["nowhere", "out.trk", "--input", "in.nii.gz",
+                                                                     "--seeding-mask", "mask.nii.gz"], "nowhere"),
+    "a run folder without a model": BadInput("dwiml-track", lambda folder: [str(folder), "out.trk", "--input",
+                                             "in.nii.gz", "--seeding-mask", "mask.nii.gz"], "best_model"),
     "model_config.json syntax error": model_folder(
         lambda f: (f / "model_config.json").write_text('{\n  "_target_": "x",\n  "dropout" 0\n}'), "line 3"),
     "model_config.json a list": model_folder(lambda f: (f / "model_config.json").write_text("[1, 2]"),

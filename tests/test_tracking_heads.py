@@ -118,8 +118,7 @@ def test_a_trained_eos_output_stops_streamlines_at_the_true_ends(eos_run, tmp_pa
 def test_eos_threshold_must_be_a_probability(eos_run, tmp_path, threshold):
     with pytest.raises(SystemExit) as e:
         track_with_cli(eos_run, tmp_path / "eos.trk", "--eos-threshold", threshold)
-    message = f"eos_threshold is a probability in (0, 1) or 'max', got {float(threshold)}"
-    assert e.value.code == f"dwiml-track: error: {message}"
+    assert e.value.code == f"dwiml-track: error: --eos-threshold: {float(threshold)} must be in (0, 1) or 'max'"
     assert not list(tmp_path.iterdir())
 
 

@@ -55,8 +55,8 @@ def write_model(model: nn.Module, config: dict, spec: InputSpec | None, folder: 
 
 
 def is_model_folder(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a model (rather than, e.g., a run folder holding model folders)."""
-    return (Path(folder) / CONFIG).is_file()
+    """Whether ``folder`` holds a model, or part of one (rather than, e.g., a run folder holding model folders)."""
+    return (Path(folder) / CONFIG).is_file() or (Path(folder) / WEIGHTS).is_file()
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> TrainedModel:

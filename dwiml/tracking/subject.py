@@ -87,6 +87,8 @@ def load_tracking_model(folder: str | Path, device: str, use_latest_epoch: bool 
     ``use_latest_epoch`` the weights of its latest checkpoint. A model without an input
     specification (one that takes no input volume, e.g. ``step=streamlines``) is refused."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DwimlError(f"{folder}: no such folder (a run folder or a model folder)")
     run = None if is_model_folder(folder) else RunFolder(folder)
     if run is None and use_latest_epoch:
         raise DwimlError(f"{folder} is a model folder: the latest epoch's weights are in a run folder's checkpoint")
