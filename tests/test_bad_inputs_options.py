@@ -109,7 +109,7 @@ ROWS = {
     "patience_delta < 0": train("trainer.patience_delta=-1"),
     "checkpoint_every_batches = 0": train("trainer.checkpoint_every_batches=0"),
     "checkpoint_every_minutes < 0": train("trainer.checkpoint_every_minutes=-5"),
-    "max_minutes = 0": train("trainer.max_minutes=0"),
+    "max_minutes < 0": train("trainer.max_minutes=-1"),
     "plot_every_epochs = 0": train("trainer.plot_every_epochs=0"),
     "lr < 0": train("optim.lr=-1"),
     "lr = 0": train("optim.lr=0"),

@@ -254,9 +254,9 @@ class TrainerConfig:
     precision: str = ruled(Choice(PRECISIONS))
     compile: bool = MISSING
     strategy: str = ruled(Choice(STRATEGIES))
-    checkpoint_every_minutes: Optional[float] = ruled(POSITIVE)
+    checkpoint_every_minutes: Optional[float] = ruled(NON_NEGATIVE)
     checkpoint_every_batches: Optional[int] = ruled(AT_LEAST_ONE)
-    max_minutes: Optional[float] = ruled(POSITIVE)
+    max_minutes: Optional[float] = ruled(NON_NEGATIVE)
     auto_resume: bool = MISSING
     progress_bar: bool = MISSING
     plot_every_epochs: Optional[int] = ruled(AT_LEAST_ONE)  # plots/metrics.png every N epochs and at the end; null: never
