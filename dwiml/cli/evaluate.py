@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 from dwiml.cli.common import Parser, add_overwrite, check_output, run_command
-from dwiml.errors import DwimlError
 
 SCORE_SUBSETS = ("testing", "validation")  # dwiml.evaluation.draws.SCORE_SUBSETS (not imported: --help stays fast)
 
