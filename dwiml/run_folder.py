@@ -10,7 +10,7 @@
       checkpoint/         state.pt, and a model folder of the latest weights (see dwiml.models.io)
       best_model/         a model folder
       plots/metrics.png
-      tracked/<subject>.trk   written by the tracking command the run prints at its end
+      tracked/<subject>.trk   made at the run's end for the tracking command it prints
       comet/, tensorboard/   with those loggers
 
 The Hydra resolvers below name the folders in ``conf/train.yaml`` (``hydra.run.dir``,

@@ -15,6 +15,7 @@ from dwiml.cli import visualize_attention as attention_cli
 from dwiml.data.hdf5 import read_subject_list
 from dwiml.errors import DwimlError
 from dwiml.models.io import build_model
+from dwiml.data.builtin import phantom_hdf5
 
 PRESETS = {"transformer": ["encoder0.self", "encoder1.self", "decoder0.self", "decoder0.cross", "decoder1.self",
                            "decoder1.cross"],
@@ -74,7 +75,7 @@ def test_visualize_attention_cli(cache_dir, tmp_path, capsys):
     run_training(cache_dir, run_dir, ["model=transformer", "trainer.max_epochs=1",
                                       "trainer.max_batches_per_epoch_training=2",
                                       "trainer.max_batches_per_epoch_validation=1"])
-    (root,) = cache_dir.glob("phantom-*")
+    root = phantom_hdf5(cache_dir, nb_subjects=3).parent  # the fixture's draw (other tests add draws)
     subject = read_subject_list(root / "subjects" / "testing_subjects.txt")[0]
     out = tmp_path / "attention.trk"
     attention_cli.main([str(run_dir / "best_model"), str(out), "--hdf5", str(root / "phantom.hdf5"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dwiml.errors import DwimlError
+from dwiml.data.builtin import phantom_hdf5
 from helpers import run_training
 from helpers.bad_inputs import BadInput, run_bad_input
 
@@ -26,7 +27,7 @@ def shared(cache_dir, tmp_path_factory):
     SHARED["cache"] = cache_dir
     SHARED["run"] = tmp_path_factory.mktemp("run")
     run_training(cache_dir, SHARED["run"], FAST)
-    (SHARED["phantom"],) = cache_dir.glob("phantom-*/phantom.hdf5")
+    SHARED["phantom"] = phantom_hdf5(cache_dir, nb_subjects=3)  # the fixture's draw (other tests add draws)
 
 
 def train(*overrides: str) -> BadInput:

@@ -25,6 +25,7 @@ from dwiml.training.checkpoint import load_checkpoint
 from dwiml.training.run import build_trainer
 from dwiml.training.steps import OneInputStep
 from dwiml.viz.plots import read_metrics
+from dwiml.data.builtin import phantom_hdf5
 
 FAST = ["trainer.max_batches_per_epoch_training=12", "trainer.max_batches_per_epoch_validation=1"]
 GV = ["gv=default", "gv.tracking_mask=wm_mask", "gv.max_streamlines_per_subject=40"]
@@ -44,7 +45,7 @@ def run_dir(cache_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def validation(cache_dir):
     """The phantom's HDF5 and its validation subject's folder of files."""
-    (root,) = cache_dir.glob("phantom-*")
+    root = phantom_hdf5(cache_dir, nb_subjects=3).parent  # the fixture's draw (other tests add draws)
     name = read_subject_list(root / "subjects" / "validation_subjects.txt")[0]
     return root / "phantom.hdf5", root / "subjects" / name
 

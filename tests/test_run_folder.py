@@ -23,6 +23,7 @@ from dwiml.errors import DwimlError
 from dwiml.models.io import load_model
 from dwiml.run_folder import RunFolder
 from dwiml.training.checkpoint import load_checkpoint, save_checkpoint
+from dwiml.data.builtin import phantom_hdf5
 
 PACKAGE = Path(dwiml.__file__).parent
 NAMES = {value for key, value in vars(run_folder).items() if key.isupper() and isinstance(value, str)}
@@ -61,7 +62,7 @@ def test_a_trained_run_has_the_layout(cache_dir, tmp_path):
     assert {p.name for p in run.best_model.iterdir()} == {"model.pt", "model_config.json", "input_spec.json",
                                                            ".complete"}  # written last: the folder is whole
     assert {"model.pt", "model_config.json", "input_spec.json"} < {p.name for p in run.checkpoint.iterdir()}
-    assert run.hdf5_path() == next(cache_dir.glob("phantom-*")) / "phantom.hdf5"
+    assert run.hdf5_path() == phantom_hdf5(cache_dir, nb_subjects=3)
     # the input specification, the same beside both weights, read back from JSON as the step made it
     spec = load_model(run.best_model).spec
     assert spec == load_model(run.checkpoint).spec

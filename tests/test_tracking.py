@@ -26,6 +26,7 @@ from dwiml.errors import DwimlError
 from dwiml.tracking.subject import Subject, load_tracking_model, subject_from_hdf5, track_subject
 from dwiml.tracking.tracker import TrackingOptions
 from dwiml.training.run import train
+from dwiml.data.builtin import phantom_hdf5
 
 FAST = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3", "trainer.max_batches_per_epoch_validation=1"]
 
@@ -45,7 +46,7 @@ def run_dir(cache_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def phantom(cache_dir):
-    (root,) = cache_dir.glob("phantom-*")
+    root = phantom_hdf5(cache_dir, nb_subjects=3).parent  # the fixture's draw (other tests add draws)
     name = read_subject_list(root / "subjects" / "testing_subjects.txt")[0]
     return root / "phantom.hdf5", name, root / "subjects" / name
 

@@ -13,6 +13,7 @@ from helpers import run_training
 from dwiml.cli import visualize_loss as loss_cli
 from dwiml.data.dataset import MultiSubjectDataset
 from dwiml.data.hdf5 import read_subject_list
+from dwiml.data.builtin import phantom_hdf5
 
 FAST = ["trainer.max_epochs=1", "trainer.max_batches_per_epoch_training=3", "trainer.max_batches_per_epoch_validation=1"]
 
@@ -22,7 +23,7 @@ def trained(cache_dir, tmp_path_factory):
     """A model folder, the phantom's HDF5 and its testing subject's name and folder."""
     run = tmp_path_factory.mktemp("run")
     run_training(cache_dir, run, FAST)
-    (root,) = cache_dir.glob("phantom-*")
+    root = phantom_hdf5(cache_dir, nb_subjects=3).parent  # the fixture's draw (other tests add draws)
     name = read_subject_list(root / "subjects" / "testing_subjects.txt")[0]
     return run / "best_model", root / "phantom.hdf5", name, root / "subjects" / name
 

@@ -26,6 +26,7 @@ def next_steps(run_dir: str | Path, demo: bool, phantom: bool) -> list[str]:
     if not testing:
         return lines
     subject, out = testing[0], run.tracked(testing[0])
+    out.parent.mkdir(exist_ok=True)  # the printed command writes there, and commands create no folders
     q = shlex.quote
     if not phantom:
         return [*lines, f"track the testing subject {subject} with this model (masks: NIfTI files or volume groups):",
